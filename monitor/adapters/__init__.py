@@ -1,0 +1,1 @@
+"""Thin adapters, one effect each: Kubernetes, files, sockets, nftables, HTTP."""

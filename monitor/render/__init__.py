@@ -1,0 +1,115 @@
+"""Template rendering: picks Jinja2 or Go text/template by file name and turns every failure into RenderError."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Literal, Protocol
+
+from monitor.model import LBConfig
+
+Language = Literal["go", "jinja2"]
+
+
+class RenderError(Exception):
+    """A template could not be loaded or rendered; the message is one line naming the file (and line)."""
+
+
+def template_language(path: Path, override: Language | None = None) -> Language:
+    """``.tmpl`` means Go text/template (the reference's templates), anything else Jinja2, unless overridden."""
+    if override is not None:
+        return override
+    return "go" if path.name.endswith(".tmpl") else "jinja2"
+
+
+class _Compiled(Protocol):
+    def render(self, lbconfig: LBConfig) -> str: ...
+
+
+class _JinjaTemplate:
+    def __init__(self, source: str, path: Path) -> None:
+        import jinja2
+
+        self._path = path
+        env = jinja2.Environment(
+            loader=jinja2.FunctionLoader(lambda _name: (source, str(path), lambda: True)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+        try:
+            self._template = env.get_template(path.name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
+
+    def render(self, lbconfig: LBConfig) -> str:
+        import jinja2
+
+        try:
+            return self._template.render(lbconfig.template_data())
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"{self._where(exc)}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a filter or test raising: still the template's fault
+            raise RenderError(f"{self._where(exc)}: {type(exc).__name__}: {exc}") from None
+
+    def _where(self, exc: BaseException) -> str:
+        # Jinja rewrites tracebacks so frames carry the template's file name and line.
+        line = None
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if frame.filename == str(self._path):
+                line = frame.lineno
+        return f"{self._path}:{line}" if line else str(self._path)
+
+
+class _GoTemplate:
+    def __init__(self, source: str, path: Path) -> None:
+        try:
+            from monitor.render import gotemplate
+        except ImportError:  # pragma: no cover - only while the engine is absent
+            raise RenderError(
+                f"{path}: Go text/template (.tmpl) templates are not supported yet; use a .j2 template"
+            ) from None
+        self._gt = gotemplate
+        self._path = path
+        self._source = source
+        try:
+            gotemplate.parse_go_template(source, name=path.name)
+        except gotemplate.GoTemplateError as exc:
+            raise RenderError(f"{path}: {exc}") from None
+
+    def render(self, lbconfig: LBConfig) -> str:
+        try:
+            return self._gt.render_lbconfig(self._source, lbconfig, name=self._path.name)
+        except self._gt.GoTemplateError as exc:
+            raise RenderError(f"{self._path}: {exc}") from None
+
+
+class Renderer:
+    """A template file, parsed once and re-parsed on :meth:`load` (after the file changed)."""
+
+    def __init__(self, path: Path, *, language: Language | None = None) -> None:
+        self.path = path
+        self.language = template_language(path, language)
+        self._compiled: _Compiled | None = None
+        self.mode: int = 0o644
+
+    def load(self) -> None:
+        """Read and parse the template; raises RenderError (the previous parse is kept on failure)."""
+        try:
+            source = self.path.read_text(encoding="utf-8")
+            self.mode = self.path.stat().st_mode & 0o7777
+        except OSError as exc:
+            raise RenderError(f"{self.path}: cannot read template: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise RenderError(f"{self.path}: template is not UTF-8 text ({exc.reason})") from None
+        compiled: _Compiled
+        compiled = (
+            _GoTemplate(source, self.path) if self.language == "go" else _JinjaTemplate(source, self.path)
+        )
+        self._compiled = compiled
+
+    def render(self, lbconfig: LBConfig) -> str:
+        if self._compiled is None:
+            self.load()
+        assert self._compiled is not None
+        return self._compiled.render(lbconfig)
