@@ -84,6 +84,7 @@ class Status:
     applied: LBConfig | None = None
     last_apply: float | None = None
     config_error: str | None = None
+    template_error: str | None = None
     reload_pending: bool = False
     reload_error: str | None = None
     healthy: bool = False
@@ -149,6 +150,7 @@ class Monitor:
             )
         }
         self._config_errors = OnceLog(self._log["write"])
+        self._template_errors = OnceLog(self._log["render"])
         self._reload_errors = OnceLog(self._log["reload"])
         self._steering_errors = OnceLog(self._log["steering"])
         self._stats_errors = OnceLog(self._log["stats"])
@@ -264,13 +266,13 @@ class Monitor:
 
     def _on_objects(self, event: Objects) -> None:
         self._objects = event.items
-        self.status.have_objects = True
+        s = self.status
+        s.have_objects = True
+        s.api_reachable, s.api_error = True, None  # objects arrived: whoever served them answered
         if event.server:
-            self.status.api_server = event.server
-            self.status.api_fallback = event.fallback
-            self.status.api_reachable = True
-            self.metrics.api_reachable.set(1)
-            self.metrics.fallback_active.set(1 if event.fallback else 0)
+            s.api_server, s.api_fallback = event.server, event.fallback
+        self.metrics.api_reachable.set(1)
+        self.metrics.fallback_active.set(1 if s.api_fallback else 0)
         self._rediscover()
 
     def _rediscover(self) -> None:
@@ -308,12 +310,15 @@ class Monitor:
         try:
             self.renderer.load()
         except RenderError as exc:
+            # The last good parse stays in use: backend changes still reach HAProxy meanwhile.
             self._template_ok = False
             self.metrics.render_errors.inc()
-            self.status.config_error = str(exc)
-            self._config_errors.error(str(exc))
+            self.status.template_error = str(exc)
+            self._template_errors.error(str(exc))
             return
         self._template_ok = True
+        self.status.template_error = None
+        self._template_errors.clear("template loads again")
         self._log["render"].info(
             "template loaded", template=str(self.renderer.path), language=self.renderer.language
         )
@@ -430,6 +435,7 @@ class Monitor:
             "config": "ok"
             if s.applied is not None and s.config_error is None
             else (s.config_error or "no config rendered yet"),
+            "template": s.template_error or "ok",
             "reload": "ok" if not s.reload_pending else (s.reload_error or "reload pending"),
             "healthy": s.healthy,
             "steering": ("off" if self.steering is None else ("active" if s.steering_active else "inactive"))
@@ -440,6 +446,7 @@ class Monitor:
             s.api_reachable
             and s.applied is not None
             and s.config_error is None
+            and s.template_error is None
             and not s.reload_pending
             and s.steering_error is None
         )

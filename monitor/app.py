@@ -1,0 +1,222 @@
+"""Wires the main job: builds the adapters from Settings, starts their threads, runs the loop, tears down."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from monitor.adapters.files import ConfigWriter, find_haproxy
+from monitor.adapters.reloader import Reloader
+from monitor.logs import Log
+from monitor.loop import (
+    Connectivity,
+    Event,
+    HealthObserved,
+    Monitor,
+    Objects,
+    StatsObserved,
+    Stop,
+    TemplateChanged,
+)
+from monitor.metrics import Metrics
+from monitor.render import Renderer
+from monitor.settings import Settings
+
+
+class _Steering:
+    """Adapts NftSteering's result objects to the loop's (changed, error) port."""
+
+    def __init__(self, settings: Settings) -> None:
+        from monitor.adapters.nftables import NftSteering
+        from monitor.steering import SteeringSpec
+
+        self._nft = NftSteering(
+            spec=SteeringSpec(vips=settings.api_vips, api_port=settings.api_port, lb_port=settings.lb_port),
+            nft_bin=settings.nft_bin,
+        )
+
+    def ensure(self) -> tuple[bool, str | None]:
+        result = self._nft.ensure()
+        return result.changed, result.error
+
+    def remove(self) -> tuple[bool, str | None]:
+        result = self._nft.remove()
+        return result.changed, result.error
+
+
+def _poll_haproxy(settings: Settings, post: Callable[[Event], None], stop: threading.Event) -> None:
+    """Every check interval: one health sample and one stats read, posted to the loop."""
+    from monitor.adapters.haproxy import StatsParseError, read_stats
+    from monitor.adapters.health import check_health
+
+    timeout = max(0.5, min(2.0, settings.check_interval / 2))
+    while not stop.is_set():
+        sample = check_health(settings.health_url, timeout=timeout)
+        post(HealthObserved(ok=sample.ok, reason=sample.reason))
+        if settings.stats_socket is not None:
+            try:
+                stats = read_stats(settings.stats_socket, timeout=timeout)
+            except (OSError, StatsParseError) as exc:
+                post(StatsObserved(error=f"stats socket {settings.stats_socket}: {exc}"))
+            else:
+                post(
+                    StatsObserved(
+                        servers=tuple(
+                            (s.proxy, s.server, s.status, s.check_status, s.current_sessions)
+                            for s in stats
+                            if s.is_server
+                        )
+                    )
+                )
+        stop.wait(settings.check_interval)
+
+
+def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Monitor:
+    from monitor.adapters.netif import local_networks
+
+    metrics = metrics or Metrics()
+    return Monitor(
+        settings=settings,
+        renderer=Renderer(settings.template, language=settings.template_language),
+        writer=ConfigWriter(cfg=settings.cfg, haproxy_bin=find_haproxy(settings.haproxy_bin)),
+        reloader=Reloader(socket_path=settings.reload_socket, clock=time.monotonic),
+        networks=local_networks,
+        metrics=metrics,
+        steering=_Steering(settings) if settings.steering and not settings.once else None,
+    )
+
+
+def _to_event(item: Any) -> Event:
+    from monitor.adapters.kube import ApiStatus, Snapshot
+
+    if isinstance(item, Snapshot):
+        return Objects(items=tuple(item.objects), server=item.server, fallback=item.fallback)
+    if isinstance(item, ApiStatus):
+        return Connectivity(
+            reachable=item.reachable, fallback=item.fallback, server=item.server, error=item.error
+        )
+    raise TypeError(f"unexpected watcher item {item!r}")
+
+
+def run(
+    settings: Settings, *, install_signals: bool = True, ready: Callable[[Monitor], None] | None = None
+) -> int:
+    """The main job, until SIGTERM/SIGINT (or, with ``once``, until the first config is applied)."""
+    from monitor.adapters.filewatch import FileWatcher
+    from monitor.adapters.kube import KubeWatcher
+
+    log = Log("loop")
+    metrics = Metrics()
+    monitor = build_monitor(settings, metrics=metrics)
+    stop = threading.Event()
+    watcher = KubeWatcher(
+        kubeconfig=settings.kubeconfig,
+        source=settings.source,
+        node_selector=settings.node_selector,
+        fallback_server=settings.fallback_server,
+        relist_interval=settings.relist_interval,
+        emit=lambda item: monitor.post(_to_event(item)),
+    )
+    started = time.monotonic()
+    metrics.seconds_since_apply(lambda: time.monotonic() - (monitor.status.last_apply or started))
+    metrics.watch_counters(
+        requests=lambda: float(watcher.request_count()),
+        restarts=lambda: float(getattr(watcher, "watch_restarts", lambda: 0)()),
+    )
+    metrics.server_status(
+        lambda: [(p, s, st, chk, scur) for (p, s), (st, chk, scur) in dict(monitor.status.servers).items()]
+    )
+
+    def credentials_changed() -> None:
+        watcher.reload_credentials()
+        files.set_files(template=settings.template, credentials=_credential_files())
+
+    def _credential_files() -> list[Path]:
+        try:
+            return [settings.kubeconfig, *watcher.credential_files()]
+        except Exception:  # a broken kubeconfig still deserves a watch on its own path
+            return [settings.kubeconfig]
+
+    files = FileWatcher(
+        on_template=lambda: monitor.post(TemplateChanged(str(settings.template))),
+        on_credentials=credentials_changed,
+    )
+    threads = [threading.Thread(target=watcher.run, args=(stop,), name="kube-watch", daemon=True)]
+    if not settings.once:
+        files.set_files(template=settings.template, credentials=_credential_files())
+        files.start()
+        threads.append(
+            threading.Thread(
+                target=_poll_haproxy, args=(settings, monitor.post, stop), name="poll", daemon=True
+            )
+        )
+    server = None
+    if settings.listen and not settings.once:
+        from monitor.adapters.httpserver import PortInUseError, StatusServer
+
+        server = StatusServer(
+            listen=settings.listen, healthz=monitor.healthz, readyz=monitor.readyz, registry=metrics.registry
+        )
+        try:
+            server.start()
+        except PortInUseError as exc:
+            log.error(str(exc))
+            return 2
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        monitor.post(Stop(signal.Signals(signum).name))
+
+    if install_signals:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    for thread in threads:
+        thread.start()
+    log.info(
+        "started",
+        kubeconfig=str(settings.kubeconfig),
+        template=str(settings.template),
+        cfg=str(settings.cfg),
+        vips=",".join(settings.api_vips),
+        source=settings.source,
+    )
+    if ready is not None:
+        ready(monitor)
+    try:
+        if settings.once:
+            return _run_once(monitor, settings)
+        return monitor.run()
+    finally:
+        stop.set()
+        watcher.close()
+        files.stop()
+        if server is not None:
+            server.stop()
+
+
+def _run_once(monitor: Monitor, settings: Settings) -> int:
+    """``--once``: apply the first backend set without settling, deliver the reload if one is due, exit."""
+    log = Log("loop")
+    deadline = time.monotonic() + max(30.0, settings.check_interval * 5)
+    monitor.settle = type(monitor.settle)(quiet=0.0, max_wait=0.0)
+
+    def done() -> bool:
+        s = monitor.status
+        finished = s.applied is not None and not s.reload_pending
+        return finished or time.monotonic() > deadline
+
+    monitor.run(until=done)
+    s = monitor.status
+    if s.applied is None:
+        log.error(
+            "--once: no config applied", reason=s.config_error or s.api_error or "no answer from the API"
+        )
+        return 1
+    if s.reload_pending:
+        log.error("--once: config written but the reload was not delivered", reason=s.reload_error or "")
+        return 1
+    return 0

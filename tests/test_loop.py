@@ -1,0 +1,186 @@
+"""The main loop's decisions with real files, real HAProxy validation and a real socket, on a fake clock."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from monitor.adapters.files import ConfigWriter
+from monitor.adapters.reloader import Reloader
+from monitor.loop import Connectivity, Monitor, Objects, Stop, TemplateChanged
+from monitor.render import Renderer
+from monitor.settings import Settings
+from tests.test_reloader import Clock, LineServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def node(name: str, address: str) -> dict:
+    return {"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": address}]}}
+
+
+NODES = (node("m0", "192.0.2.11"), node("m1", "192.0.2.12"), node("m2", "192.0.2.13"))
+
+
+@pytest.fixture
+def world(tmp_path: Path, haproxy_bin: str):
+    template = tmp_path / "haproxy.cfg.j2"
+    shutil.copy(REPO / "templates" / "haproxy.cfg.j2", template)
+    template.chmod(0o640)
+    cfg = tmp_path / "etc" / "haproxy.cfg"
+    cfg.parent.mkdir()
+    sock = tmp_path / "master.sock"
+    settings = Settings(
+        kubeconfig=tmp_path / "kubeconfig",
+        template=template,
+        cfg=cfg,
+        api_vips=("192.0.2.10",),
+        reload_socket=sock,
+    )
+    clock = Clock()
+    monitor = Monitor(
+        settings=settings,
+        renderer=Renderer(template),
+        writer=ConfigWriter(cfg=cfg, haproxy_bin=haproxy_bin),
+        reloader=Reloader(socket_path=sock, clock=clock),
+        networks=lambda: [],
+        clock=clock,
+    )
+    monitor._load_template()
+
+    class World:
+        pass
+
+    w = World()
+    w.settings, w.clock, w.monitor, w.cfg, w.template, w.sock = settings, clock, monitor, cfg, template, sock
+    return w
+
+
+def servers(cfg: Path) -> list[str]:
+    return [line.split()[1] for line in cfg.read_text().splitlines() if line.startswith("   server ")]
+
+
+def test_the_first_backend_set_is_written_validated_and_reloaded(world):
+    server = LineServer(world.sock)
+    world.monitor.handle(Objects(NODES, server="https://api:6443"))
+    world.monitor.tick()
+    assert servers(world.cfg) == ["m0", "m1", "m2"]
+    assert world.cfg.stat().st_mode & 0o777 == 0o640, "mode copied from the template, like the reference"
+    server.close()
+    server.thread.join(2)
+    assert server.received == [b"reload\n"]
+    ready, checks = world.monitor.readyz()
+    assert ready, checks
+
+
+def test_a_change_waits_for_the_settle_window_then_reloads_once(world):
+    server = LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    world.clock.now = 10.0
+    m.handle(Objects((*NODES[:2], node("m3", "192.0.2.14"))))
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m1", "m2"], "not yet: the window is still open"
+    world.clock.now = 10.0 + world.settings.settle
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m1", "m3"]
+    server.close()
+    server.thread.join(2)
+    assert server.received == [b"reload\n", b"reload\n"]
+
+
+def test_an_identical_backend_set_from_a_relist_changes_nothing(world):
+    server = LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    mtime = world.cfg.stat().st_mtime_ns
+    world.clock.now = 100.0
+    m.handle(Objects(tuple(reversed(NODES))))
+    world.clock.now = 200.0
+    m.tick()
+    assert world.cfg.stat().st_mtime_ns == mtime
+    server.close()
+    server.thread.join(2)
+    assert server.received == [b"reload\n"]
+
+
+def test_a_broken_template_edit_is_logged_once_and_the_last_good_template_stays_in_use(world, caplog):
+    caplog.set_level(logging.ERROR, logger="monitor")
+    LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    good = world.cfg.read_bytes()
+    world.template.write_text("global\n{% for %}\n")
+    m.handle(TemplateChanged())
+    m.handle(TemplateChanged())
+    m.handle(Objects((*NODES, node("m9", "192.0.2.99"))))
+    world.clock.now = 5.0
+    m.tick()
+    assert world.cfg.read_bytes() != good and "m9" in servers(world.cfg), "backend changes still apply"
+    assert "{% for %}" not in world.cfg.read_text()
+    errors = [r for r in caplog.records if "template syntax error" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in caplog.records]
+    assert m.readyz()[0] is False
+    fixed = (REPO / "templates" / "haproxy.cfg.j2").read_text().replace("weight 1", "weight 2")
+    world.template.write_text(fixed)
+    m.handle(TemplateChanged())
+    assert "weight 2" in world.cfg.read_text(), "the fixed template is rendered at once"
+    assert m.readyz()[0] is True, m.readyz()[1]
+
+
+def test_a_template_that_haproxy_rejects_never_replaces_the_live_config(world):
+    LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    good = world.cfg.read_bytes()
+    world.template.write_text(world.template.read_text() + "  this_is_not_a_keyword\n")
+    m.handle(TemplateChanged())
+    assert world.cfg.read_bytes() == good
+    assert "HAProxy rejected" in (m.status.config_error or "")
+    assert m.metrics.validation_errors._value.get() == 1
+
+
+def test_a_missing_reload_socket_keeps_the_loop_running_and_delivers_when_it_appears(world):
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m1", "m2"]
+    assert m.status.reload_pending and "socket missing" in (m.status.reload_error or "")
+    assert m.readyz()[0] is False
+    for _ in range(3):
+        world.clock.now = m.reloader.deadline() or world.clock.now
+        m.tick()
+    server = LineServer(world.sock)
+    world.clock.now = m.reloader.deadline() or world.clock.now
+    m.tick()
+    assert not m.status.reload_pending
+    server.close()
+    server.thread.join(2)
+    assert server.received == [b"reload\n"]
+
+
+def test_an_unreachable_api_keeps_the_last_config_and_reports_not_ready(world):
+    LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES, server="https://api:6443"))
+    m.tick()
+    good = world.cfg.read_bytes()
+    m.handle(Connectivity(reachable=False, fallback=False, server="https://api:6443", error="api: refused"))
+    m.tick()
+    assert world.cfg.read_bytes() == good
+    ready, checks = m.readyz()
+    assert not ready and checks["api"] == "api: refused"
+
+
+def test_a_stop_event_ends_the_loop(world):
+    m = world.monitor
+    m.post(Stop("SIGTERM"))
+    assert m.run() == 0
+    assert m.stopped.is_set()
