@@ -1,0 +1,142 @@
+"""The command line is a drop-in for the reference's, plus our options, each also an environment variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from monitor.cli import build_parser, settings_from_args
+from monitor.settings import parse_duration
+
+
+def settings(argv, monkeypatch=None, env=None):
+    if env and monkeypatch:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+    parser = build_parser()
+    return settings_from_args(parser.parse_args(argv), parser)
+
+
+def test_the_reference_command_line_is_accepted_unchanged():
+    s = settings(
+        [
+            "/var/lib/kubelet/kubeconfig",
+            "/config/haproxy.cfg.tmpl",
+            "/etc/haproxy/haproxy.cfg",
+            "--api-vips",
+            "192.0.2.10,2001:db8::10",
+            "--api-port",
+            "6443",
+            "--lb-port",
+            "9445",
+            "--stat-port",
+            "29445",
+            "--check-interval",
+            "6s",
+        ]
+    )
+    assert str(s.kubeconfig) == "/var/lib/kubelet/kubeconfig"
+    assert str(s.template) == "/config/haproxy.cfg.tmpl" and str(s.cfg) == "/etc/haproxy/haproxy.cfg"
+    assert s.api_vips == ("192.0.2.10", "2001:db8::10")
+    assert (s.api_port, s.lb_port, s.stat_port, s.check_interval) == (6443, 9445, 29445, 6.0)
+
+
+def test_the_deprecated_single_vip_flag_still_works():
+    s = settings(["k", "t", "c", "--api-vip", "192.0.2.10"])
+    assert s.api_vips == ("192.0.2.10",)
+
+
+def test_defaults_match_the_reference_and_our_choices():
+    s = settings(["k", "t.j2", "c", "--api-vips=192.0.2.10"])
+    assert (s.api_port, s.lb_port, s.stat_port, s.check_interval) == (6443, 9445, 29445, 6.0)
+    assert str(s.reload_socket) == "/var/run/haproxy/haproxy-master.sock"
+    assert s.source == "nodes" and s.node_selector == "node-role.kubernetes.io/master="
+    assert s.listen == "127.0.0.1:9448" and s.steering is True
+    assert (s.health_on, s.health_off) == (3, 11)
+
+
+def test_every_option_can_come_from_the_environment(monkeypatch):
+    env = {
+        "MONITOR_API_VIPS": "2001:db8::10",
+        "MONITOR_SETTLE": "500ms",
+        "MONITOR_CHECK_INTERVAL": "1m",
+        "MONITOR_SOURCE": "endpointslices",
+        "MONITOR_NO_STEERING": "true",
+        "MONITOR_ONCE": "yes",
+        "MONITOR_KUBECONFIG": "/k",
+        "MONITOR_TEMPLATE": "/t",
+        "MONITOR_CFG": "/c",
+    }
+    s = settings([], monkeypatch, env)
+    assert s.api_vips == ("2001:db8::10",)
+    assert (s.settle, s.check_interval, s.source) == (0.5, 60.0, "endpointslices")
+    assert s.steering is False and s.once is True
+    assert (str(s.kubeconfig), str(s.template), str(s.cfg)) == ("/k", "/t", "/c")
+
+
+def test_every_option_of_the_parser_has_an_environment_variable_in_its_help():
+    parser = build_parser()
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert "[env MONITOR_" in (action.help or ""), action.option_strings
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("6s", 6), ("500ms", 0.5), ("1m", 60), ("1m30s", 90), ("1.5h", 5400), ("2", 2)]
+)
+def test_durations_are_read_go_style(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "6 s", "-1s", "5x", "s"])
+def test_bad_durations_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_help_explains_every_option_in_one_line_each():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for flag in (
+        "--api-vips",
+        "--settle",
+        "--reload-socket",
+        "--haproxy-bin",
+        "--source",
+        "--once",
+        "--log-format",
+    ):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["k", "t", "c"], "--api-vips is required"),
+        (["k", "t", "c", "--api-vips", "192.0.2.300"], "not an IP address"),
+        (["k", "t", "c", "--api-vips", "192.0.2.1", "--check-interval", "soon"], "invalid duration"),
+        (["k", "t", "c", "--api-vips", "192.0.2.1", "--lb-port", "70000"], "not a port number"),
+        (["--api-vips", "192.0.2.1"], "missing KUBECONFIG"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_one_line_reason(args, needle):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("monitor: error:")
+
+
+def test_a_bad_environment_value_names_the_variable():
+    import os
+
+    env = dict(os.environ, MONITOR_LB_PORT="many")
+    proc = run_cli("k", "t", "c", "--api-vips", "192.0.2.1", env=env)
+    assert proc.returncode == 2 and "MONITOR_LB_PORT" in proc.stderr
