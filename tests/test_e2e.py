@@ -1,0 +1,259 @@
+"""The `monitor` process end to end: simulated API over TLS, real HAProxy through the reload handler."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from monitor.kubesim import KubeSim
+from monitor.lab import FakeApiServer, HaproxyLab, free_port
+from monitor.pki import make_kubelet_pki, write_kubeconfig
+
+pytestmark = pytest.mark.haproxy
+
+REPO = Path(__file__).resolve().parent.parent
+MASTER = {"node-role.kubernetes.io/master": ""}
+ADDRESSES = {"master-0": "127.0.0.11", "master-1": "127.0.0.12", "master-2": "127.0.0.13"}
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float, what: str) -> float:
+    start = time.monotonic()
+    last: object = None
+    while time.monotonic() - start < timeout:
+        try:
+            last = predicate()
+        except Exception as exc:  # the thing we wait for may not exist yet
+            last = exc
+        if last:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    sim: KubeSim
+    lab: HaproxyLab
+    api_port: int
+    kubeconfig: Path
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def served(self) -> dict[str, str]:
+        # During a reload the new HAProxy re-creates the stats socket: retry briefly across that window.
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                return {n: s.address.rsplit(":", 1)[0] for n, s in self.lab.servers().items()}
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def start_monitor(
+        self, *extra: str, template: Path | None = None, kubeconfig: Path | None = None
+    ) -> subprocess.Popen[str]:
+        log = open(self.tmp / f"monitor-{len(self.procs)}.log", "w")  # noqa: SIM115 - lives as long as the process
+        argv = [
+            sys.executable, "-m", "monitor",
+            str(kubeconfig or self.kubeconfig), str(template or self.lab.template_path), str(self.lab.cfg_path),
+            "--api-vips", "127.0.0.10",
+            "--api-port", str(self.api_port),
+            "--lb-port", str(self.lab.lb_port),
+            "--stat-port", str(self.lab.stat_port),
+            "--check-interval", "1s",
+            "--reload-socket", str(self.lab.master_socket),
+            "--stats-socket", str(self.lab.admin_socket),
+            "--health-url", f"http://127.0.0.1:{self.lab.monitor_port}/haproxy_monitor",
+            "--fallback-server", self.sim.url,
+            "--no-steering",
+            *extra,
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def log(self, proc: subprocess.Popen[str]) -> str:
+        return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, haproxy_bin: str) -> Iterator[Cluster]:
+    sim = KubeSim(directory=tmp_path / "api").start()
+    api_port = free_port()
+    apis = [
+        FakeApiServer(cert_dir=tmp_path / "apis", address=a, port=api_port)
+        for a in ("127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14", "127.0.0.21")
+    ]
+    for name, address in ADDRESSES.items():
+        sim.add_node(name, labels=MASTER, addresses=[("InternalIP", address)])
+    sim.add_node(
+        "worker-0", labels={"node-role.kubernetes.io/worker": ""}, addresses=[("InternalIP", "127.0.0.50")]
+    )
+    lab = HaproxyLab(workdir=tmp_path / "haproxy", template=REPO / "templates" / "haproxy.cfg.j2")
+    c = Cluster(
+        tmp=tmp_path, sim=sim, lab=lab, api_port=api_port, kubeconfig=sim.write_kubeconfig(tmp_path / "kc")
+    )
+    yield c
+    for proc in c.procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    lab.stop()
+    sim.stop()
+    for api in apis:
+        api.stop()
+
+
+def test_haproxy_follows_node_changes_and_only_masters_become_backends(cluster: Cluster):
+    cluster.lab.start_handler()
+    proc = cluster.start_monitor()
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    cluster.sim.update_node("master-1", addresses=[("InternalIP", "127.0.0.21")])
+    took = wait_for(
+        lambda: cluster.served() == {**ADDRESSES, "master-1": "127.0.0.21"},
+        timeout=10,
+        what="the new address",
+    )
+    assert took < 3.0, f"a change must reach HAProxy in about two seconds, took {took:.2f}s"
+    cluster.sim.delete_node("master-2")
+    wait_for(lambda: "master-2" not in cluster.served(), timeout=10, what="the removal")
+    cluster.sim.add_node("master-3", labels=MASTER, addresses=[("InternalIP", "127.0.0.14")])
+    wait_for(lambda: cluster.served().get("master-3") == "127.0.0.14", timeout=10, what="the addition")
+    assert "worker-0" not in cluster.served()
+    assert proc.poll() is None
+    log = cluster.log(proc)
+    assert "backend set settled" in log and "master-3" in log, "each applied change logs its diff"
+
+
+def test_sigterm_stops_the_monitor_with_exit_code_zero_within_half_a_second(cluster: Cluster):
+    cluster.lab.start_handler()
+    proc = cluster.start_monitor()
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
+    assert time.monotonic() - start <= 0.5 + 0.3, "0.5 s budget plus process-reaping slack on a loaded CI box"
+
+
+def test_a_monitor_started_before_haproxy_waits_and_reloads_once_the_socket_appears(cluster: Cluster):
+    proc = cluster.start_monitor()
+    wait_for(lambda: cluster.lab.cfg_path.exists(), timeout=15, what="the config written without HAProxy")
+    time.sleep(1.5)  # several reload retries against a missing socket
+    assert proc.poll() is None, "a missing socket must never end the monitor (no crash loop)"
+    assert "socket missing" in cluster.log(proc)
+    cluster.lab.start_handler()
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="HAProxy serving the pending config")
+    assert proc.poll() is None
+
+
+def test_a_template_edit_is_rendered_and_reloaded_without_restart(cluster: Cluster):
+    cluster.lab.start_handler()
+    template = cluster.tmp / "live-template.j2"
+    shutil.copy(cluster.lab.template_path, template)
+    proc = cluster.start_monitor(template=template)
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    text = template.read_text().replace("weight 1", "weight 7")
+    tmp = template.with_suffix(".new")
+    tmp.write_text(text)
+    os.replace(tmp, template)  # how editors and ConfigMap updates replace files
+    wait_for(lambda: {s.weight for s in cluster.lab.servers().values()} == {7}, timeout=10, what="weight 7")
+    assert proc.poll() is None
+
+
+def test_a_broken_template_keeps_the_live_config_and_the_monitor_running(cluster: Cluster):
+    cluster.lab.start_handler()
+    template = cluster.tmp / "live-template.j2"
+    shutil.copy(cluster.lab.template_path, template)
+    proc = cluster.start_monitor(template=template)
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    good = cluster.lab.cfg_path.read_bytes()
+    template.write_text(template.read_text() + "{{ LBConfig.NoSuchField }}\n")
+    wait_for(lambda: "NoSuchField" in cluster.log(proc), timeout=10, what="the error logged")
+    assert cluster.lab.cfg_path.read_bytes() == good
+    template.write_text(template.read_text() + "  not_a_haproxy_keyword\n")
+    time.sleep(1)
+    assert cluster.lab.cfg_path.read_bytes() == good
+    assert proc.poll() is None
+    error_lines = [line for line in cluster.log(proc).splitlines() if "NoSuchField" in line]
+    assert all("\n" not in line for line in error_lines)
+
+
+def test_garbage_kubeconfig_is_reported_and_fixing_it_recovers_without_restart(cluster: Cluster):
+    cluster.lab.start_handler()
+    bad = cluster.tmp / "kubeconfig-live"
+    bad.write_text("this: is: not: a kubeconfig\n")
+    proc = cluster.start_monitor(kubeconfig=bad)
+    wait_for(lambda: str(bad) in cluster.log(proc), timeout=10, what="an error naming the kubeconfig")
+    assert proc.poll() is None
+    assert not cluster.lab.cfg_path.exists() or cluster.lab.cfg_path.stat().st_size == 0
+    shutil.copy(cluster.kubeconfig, bad)
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="recovery after the fix")
+
+
+def test_a_rotated_kubelet_client_certificate_is_used_without_restart(cluster: Cluster):
+    cluster.lab.start_handler()
+    kubelet = make_kubelet_pki(cluster.tmp / "pki", ca=cluster.sim.ca, user="system:node:master-0")
+    kubeconfig = write_kubeconfig(
+        cluster.tmp / "kubelet.kubeconfig",
+        server=cluster.sim.url,
+        ca_cert=cluster.sim.ca.cert,
+        client_cert_file=kubelet.current,
+        client_key_file=kubelet.current,
+    )
+    proc = cluster.start_monitor(kubeconfig=kubeconfig)
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    kubelet.rotate(user="system:node:master-0-rotated")
+    time.sleep(0.6)  # the file watcher's debounce
+    cluster.sim.cut_streams()
+    wait_for(
+        lambda: any(r.user == "system:node:master-0-rotated" for r in cluster.sim.request_log()),
+        timeout=10,
+        what="a request made with the rotated certificate",
+    )
+    cluster.sim.update_node("master-0", addresses=[("InternalIP", "127.0.0.14")])
+    wait_for(lambda: cluster.served().get("master-0") == "127.0.0.14", timeout=10, what="changes still flow")
+    assert proc.poll() is None
+
+
+def test_once_renders_reloads_and_exits_zero(cluster: Cluster):
+    cluster.lab.start_handler()
+    proc = cluster.start_monitor("--once")
+    assert proc.wait(30) == 0, cluster.log(proc)
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=10, what="HAProxy serving the config")
+
+
+def test_the_status_endpoint_reports_ready_and_exposes_metrics(cluster: Cluster):
+    cluster.lab.start_handler()
+    port = free_port()
+    proc = cluster.start_monitor("--listen", f"127.0.0.1:{port}")
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    wait_for(
+        lambda: requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200,
+        timeout=10,
+        what="/readyz 200",
+    )
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    assert "haproxy_monitor_reloads_total 1.0" in metrics
+    assert "haproxy_monitor_backends 3.0" in metrics
+    wait_for(
+        lambda: (
+            'haproxy_monitor_server_up{proxy="masters",server="master-0"} 1.0'
+            in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        ),
+        timeout=10,
+        what="per-server status from the stats socket",
+    )
+    assert proc.poll() is None
