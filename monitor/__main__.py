@@ -1,5 +1,5 @@
 """Entry point for ``python -m monitor``."""
 
-from monitor.cli import main
+from monitor.entry import main
 
 raise SystemExit(main())

@@ -157,14 +157,14 @@ def run(
         )
     server = None
     if settings.listen and not settings.once:
-        from monitor.adapters.httpserver import PortInUseError, StatusServer
+        from monitor.adapters.httpserver import ListenError, StatusServer
 
-        server = StatusServer(
-            listen=settings.listen, healthz=monitor.healthz, readyz=monitor.readyz, registry=metrics.registry
-        )
         try:
+            server = StatusServer(
+                listen=settings.listen, healthz=monitor.healthz, readyz=monitor.readyz, registry=metrics.registry
+            )
             server.start()
-        except PortInUseError as exc:
+        except ListenError as exc:
             log.error(str(exc))
             return 2
 

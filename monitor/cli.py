@@ -269,5 +269,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     from monitor import logs
     from monitor.app import run
 
-    logs.setup(fmt=settings.log_format, level=getattr(logs.logging, args.log_level.upper()))
+    logs.setup(fmt=settings.log_format, level=args.log_level)
     return run(settings)

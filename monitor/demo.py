@@ -71,7 +71,7 @@ def _demo(workdir: Path, *, timeout: float) -> int:
         print(text, flush=True)
 
     step = Step(say)
-    logs.setup(fmt="text", level=logs.logging.WARNING)
+    logs.setup(fmt="text", level="warning")
     step("simulated control plane: an HTTPS API server (client-certificate auth) with three master nodes")
     sim = KubeSim(directory=workdir / "api").start()
     api_port = free_port()

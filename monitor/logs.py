@@ -37,8 +37,10 @@ def _text_value(value: Any) -> str:
     return json.dumps(text) if (not text or any(c in text for c in ' "=')) else text
 
 
-def setup(*, fmt: str = "text", level: int = logging.INFO) -> None:
+def setup(*, fmt: str = "text", level: int | str = logging.INFO) -> None:
     """Send the package's logs to stderr in the chosen format (called once by the CLI)."""
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(json_format=fmt == "json"))
     root = logging.getLogger(ROOT)

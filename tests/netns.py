@@ -1,6 +1,6 @@
 """Test helper: throw-away network namespaces joined by a veth pair, with TCP banner servers and clients.
 
-Typical use::
+Typical use (``from tests.netns import Topology``)::
 
     with Topology.create(host_addrs=["192.0.2.1/24", "192.0.2.10/24"], client_addrs=["192.0.2.2/24"]) as topo:
         server = topo.serve_banners(topo.host, {9445: "LB", 6443: "API"})
@@ -80,34 +80,66 @@ class Topology:
     client: str
     host_if: str
     client_if: str
+    tag: str = ""
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    _extra: list[str] = field(default_factory=list)
 
     @classmethod
     @contextlib.contextmanager
     def create(cls, *, host_addrs: Sequence[str], client_addrs: Sequence[str]) -> Iterator[Topology]:
         """Create both namespaces, the veth pair and the addresses; destroy everything on exit."""
         tag = f"{os.getpid()}{uuid.uuid4().hex[:6]}"
-        topo = cls(host=f"hm-h-{tag}", client=f"hm-c-{tag}", host_if="veth-h", client_if="veth-c")
+        topo = cls(host=f"hm-h-{tag}", client=f"hm-c-{tag}", host_if="veth-h", client_if="veth-c", tag=tag)
         try:
             run(None, "ip", "netns", "add", topo.host)
             run(None, "ip", "netns", "add", topo.client)
-            # Interface names are per-namespace, so fixed names are safe once moved.
-            tmp_h, tmp_c = f"vh{tag}"[:15], f"vc{tag}"[:15]
-            run(None, "ip", "link", "add", tmp_h, "type", "veth", "peer", "name", tmp_c)
-            run(None, "ip", "link", "set", tmp_h, "netns", topo.host, "name", topo.host_if)
-            run(None, "ip", "link", "set", tmp_c, "netns", topo.client, "name", topo.client_if)
-            for ns, ifname, addrs in (
-                (topo.host, topo.host_if, host_addrs),
-                (topo.client, topo.client_if, client_addrs),
-            ):
-                run(ns, "ip", "link", "set", "lo", "up")
-                for addr in addrs:
-                    extra = ["nodad"] if ":" in addr else []
-                    run(ns, "ip", "addr", "add", addr, "dev", ifname, *extra)
-                run(ns, "ip", "link", "set", ifname, "up")
+            run(topo.host, "ip", "link", "set", "lo", "up")
+            topo._link(topo.client, topo.host_if, host_addrs, topo.client_if, client_addrs)
             yield topo
         finally:
             topo.close()
+
+    def _link(
+        self, peer: str, host_if: str, host_addrs: Sequence[str], peer_if: str, peer_addrs: Sequence[str]
+    ) -> None:
+        # Interface names are per-namespace, so fixed names are safe once moved; the temporary
+        # names in the root namespace carry the tag.
+        n = len(self._extra)
+        tmp_h, tmp_p = f"vh{n}{self.tag}"[:15], f"vp{n}{self.tag}"[:15]
+        run(None, "ip", "link", "add", tmp_h, "type", "veth", "peer", "name", tmp_p)
+        run(None, "ip", "link", "set", tmp_h, "netns", self.host, "name", host_if)
+        run(None, "ip", "link", "set", tmp_p, "netns", peer, "name", peer_if)
+        run(peer, "ip", "link", "set", "lo", "up")
+        for ns, ifname, addrs in ((self.host, host_if, host_addrs), (peer, peer_if, peer_addrs)):
+            for addr in addrs:
+                extra = ["nodad"] if ":" in addr else []
+                run(ns, "ip", "addr", "add", addr, "dev", ifname, *extra)
+            run(ns, "ip", "link", "set", ifname, "up")
+
+    def add_peer(
+        self,
+        label: str,
+        *,
+        host_if: str,
+        peer_addrs: Sequence[str],
+        host_addrs: Sequence[str] = (),
+        host_routes: Sequence[Sequence[str]] = (),
+        peer_routes: Sequence[Sequence[str]] = (),
+    ) -> str:
+        """Another namespace linked to ``host`` by its own veth (peer side ``eth0``); returns its name.
+
+        Routes are ``ip route add`` argument lists, e.g. ``["10.128.0.5/32", "dev", "vpod"]``. With no
+        ``host_addrs`` the host side has no IPv4 address at all, like a pod's veth under many CNIs.
+        """
+        name = f"hm-{label}-{self.tag}"
+        run(None, "ip", "netns", "add", name)
+        self._extra.append(name)
+        self._link(name, host_if, host_addrs, "eth0", peer_addrs)
+        for route in host_routes:
+            run(self.host, "ip", "route", "add", *route)
+        for route in peer_routes:
+            run(name, "ip", "route", "add", *route)
+        return name
 
     def close(self) -> None:
         for proc in self._procs:
@@ -115,7 +147,7 @@ class Topology:
                 proc.kill()
             proc.wait(timeout=5)
         self._procs.clear()
-        for ns in (self.host, self.client):
+        for ns in (self.host, self.client, *self._extra):
             # Deleting a namespace also destroys the veth end inside it (and so its peer).
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 

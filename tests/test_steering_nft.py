@@ -7,10 +7,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from netns import Topology, available, run
 
 from monitor.adapters.nftables import NftSteering
 from monitor.steering import SteeringSpec
+from tests.netns import Topology, available, run
 
 pytestmark = [
     pytest.mark.netns,
@@ -33,6 +33,20 @@ def topo() -> Iterator[Topology]:
         for addr in (VIP4, VIP6):
             assert topology.wait_for_banner(topology.client, addr, API_PORT) == "API"
         yield topology
+
+
+@pytest.fixture(scope="module")
+def pod(topo: Topology) -> str:
+    """A pod-like namespace whose host-side veth has no IPv4 address (routed /32, as many CNIs do)."""
+    name = topo.add_peer(
+        "pod",
+        host_if="vpod",
+        peer_addrs=["10.128.0.5/32"],
+        host_routes=[["10.128.0.5/32", "dev", "vpod"]],
+        peer_routes=[["default", "dev", "eth0"]],
+    )
+    assert topo.wait_for_banner(name, VIP4, API_PORT) == "API"
+    return name
 
 
 @pytest.fixture
@@ -63,6 +77,28 @@ def test_vip_traffic_reaches_haproxy_while_steered_and_the_api_after_removal(
     assert topo.fetch_banner(topo.client, vip, API_PORT) == "API"
     assert topo.fetch_banner(topo.host, vip, API_PORT) == "API"
     assert "ocp_nat" not in run(topo.host, "nft", "list", "tables")
+
+
+def test_pod_traffic_arriving_on_an_interface_without_an_address_is_steered(
+    topo: Topology, steering: NftSteering, pod: str
+) -> None:
+    assert steering.ensure().error is None
+    assert topo.fetch_banner(pod, VIP4, API_PORT) == "LB"
+
+
+def test_redirect_in_prerouting_would_drop_that_pod_traffic_which_is_why_dnat_is_used(
+    topo: Topology, steering: NftSteering, pod: str
+) -> None:
+    # The control for the test above: REDIRECT rewrites to the ingress interface's primary
+    # address, and the pod's host-side veth has none, so the kernel drops the packet.
+    _nft_script(
+        topo,
+        "add table inet t\n"
+        "add chain inet t pre { type nat hook prerouting priority dstnat; }\n"
+        f"add rule inet t pre ip daddr {VIP4} tcp dport {API_PORT} redirect to :{LB_PORT}\n",
+    )
+    assert topo.fetch_banner(pod, VIP4, API_PORT, timeout=0.5).startswith("error")
+    assert topo.fetch_banner(topo.client, VIP4, API_PORT) == "LB"  # fine where the interface has one
 
 
 def test_ensuring_twice_changes_nothing_the_second_time_and_never_duplicates(

@@ -1,0 +1,195 @@
+"""Benchmarks of the main job against the simulated API and a real HAProxy; prints figures, asserts nothing.
+
+Run: .venv/bin/python bench/bench_main.py [--changes 20] [--idle-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from monitor.discovery import backends_from_nodes, lbconfig
+from monitor.kubesim import KubeSim
+from monitor.lab import FakeApiServer, HaproxyLab, free_port
+from monitor.loop import backend_diff
+from monitor.render import Renderer
+
+REPO = Path(__file__).resolve().parent.parent
+MASTER = {"node-role.kubernetes.io/master": ""}
+
+
+def proc_stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds user+system, peak RSS in kB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    import os
+
+    cpu = ticks / os.sysconf("SC_CLK_TCK")
+    hwm = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM")
+    )
+    return cpu, hwm
+
+
+def served(lab: HaproxyLab) -> dict[str, str]:
+    for _ in range(100):
+        try:
+            return {n: s.address.rsplit(":", 1)[0] for n, s in lab.servers().items()}
+        except OSError:
+            time.sleep(0.01)
+    return {}
+
+
+def wait(pred, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pred():
+            return time.monotonic() - start
+        time.sleep(0.005)
+    return float("inf")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_render(n: int = 5000, rounds: int = 15) -> None:
+    nodes = [
+        {
+            "metadata": {"name": f"master-{i}"},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": str(ipaddress.ip_address("10.0.0.0") + i)}]
+            },
+        }
+        for i in range(n)
+    ]
+    nets = [ipaddress.ip_network("10.0.0.0/8")]
+    for name in ("haproxy.cfg.j2", "haproxy.cfg.tmpl", "openshift-haproxy.cfg.tmpl"):
+        path = REPO / "templates" / name
+        if not path.exists():
+            continue
+        renderer = Renderer(path)
+        try:
+            renderer.load()
+        except Exception as exc:
+            print(f"render+diff {n} backends ({name}): skipped ({exc})")
+            continue
+        times = []
+        previous = ()
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            found = backends_from_nodes(nodes, vips=["10.255.255.254"], api_port=6443, local_networks=nets)
+            cfg = lbconfig(
+                found.backends, vips=["10.255.255.254"], api_port=6443, lb_port=9445, stat_port=29445
+            )
+            renderer.render(cfg)
+            backend_diff(previous, cfg.backends)
+            times.append(time.perf_counter() - t0)
+            previous = cfg.backends[r % 2 :]
+        print(
+            f"discover+render+diff {n} backends ({name}): median {statistics.median(times) * 1000:.1f} ms, "
+            f"min {min(times) * 1000:.1f} ms"
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--changes", type=int, default=20)
+    ap.add_argument("--idle-seconds", type=float, default=60.0)
+    ap.add_argument("--flap-seconds", type=float, default=12.0)
+    args = ap.parse_args()
+    bench_render()
+    with tempfile.TemporaryDirectory(prefix="bench-main-") as d:
+        tmp = Path(d)
+        sim = KubeSim(directory=tmp / "api").start()
+        api_port = free_port()
+        spare = [f"127.0.1.{i}" for i in range(1, 40)]
+        apis = [
+            FakeApiServer(cert_dir=tmp / "apis", address=a, port=api_port)
+            for a in ["127.0.0.11", "127.0.0.12", "127.0.0.13", *spare]
+        ]
+        for i, a in enumerate(["127.0.0.11", "127.0.0.12", "127.0.0.13"]):
+            sim.add_node(f"master-{i}", labels=MASTER, addresses=[("InternalIP", a)])
+        lab = HaproxyLab(workdir=tmp / "haproxy", template=REPO / "templates" / "haproxy.cfg.j2")
+        lab.start_handler()
+        kubeconfig = sim.write_kubeconfig(tmp / "kubeconfig")
+        log_path = tmp / "monitor.log"
+        log = open(log_path, "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "monitor", str(kubeconfig), str(lab.template_path), str(lab.cfg_path),
+                "--api-vips", "127.0.0.10", "--api-port", str(api_port), "--lb-port", str(lab.lb_port),
+                "--stat-port", str(lab.stat_port), "--reload-socket", str(lab.master_socket),
+                "--stats-socket", str(lab.admin_socket), "--fallback-server", sim.url, "--no-steering",
+                "--health-url", f"http://127.0.0.1:{lab.monitor_port}/haproxy_monitor",
+                "--listen", f"127.0.0.1:{free_port()}",
+            ],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            t = wait(lambda: len(served(lab)) == 3, 30)
+            print(f"start to first config served: {t:.2f} s")
+            latencies = []
+            for i in range(args.changes):
+                address = spare[i % len(spare)]
+                t0 = time.monotonic()
+                sim.update_node("master-0", addresses=[("InternalIP", address)])
+                latencies.append(wait(lambda a=address: served(lab).get("master-0") == a, 15))
+                time.sleep(0.2)
+            print(
+                f"node change → HAProxy serving it over {len(latencies)} changes: p50 {pct(latencies, 0.5):.2f} s, "
+                f"p95 {pct(latencies, 0.95):.2f} s, max {max(latencies):.2f} s"
+            )
+            time.sleep(3)
+            before = log_path.read_text().count("reload sent")
+            toggles = int(args.flap_seconds * 2)
+            for i in range(toggles):  # 1 Hz flap: the address goes away and comes back each second
+                sim.update_node(
+                    "master-1", addresses=[("InternalIP", "127.0.1.39" if i % 2 == 0 else "127.0.0.12")]
+                )
+                time.sleep(0.5)
+            time.sleep(5)
+            flap_reloads = log_path.read_text().count("reload sent") - before
+            print(
+                f"reloads caused by a {args.flap_seconds:.0f} s 1 Hz flap ({toggles} toggles): {flap_reloads}"
+            )
+            time.sleep(2)
+            req0 = sim.request_count()
+            cpu0, _ = proc_stat(proc.pid)
+            time.sleep(args.idle_seconds)
+            cpu1, hwm = proc_stat(proc.pid)
+            reqs = sim.request_count() - req0
+            per_min = 60.0 / args.idle_seconds
+            print(f"API requests per idle minute: {reqs * per_min:.2f} (over {args.idle_seconds:.0f} s)")
+            print(f"idle CPU seconds per minute: {(cpu1 - cpu0) * per_min:.3f}")
+            print(f"peak RSS of the monitor process: {hwm / 1024:.1f} MB")
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(10)
+            print(f"SIGTERM to exit: {time.monotonic() - t0:.3f} s (exit code {rc})")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            lab.stop()
+            sim.stop()
+            for api in apis:
+                api.stop()
+            errors = [line for line in log_path.read_text().splitlines() if re.search(r" error ", line)]
+            if errors:
+                print(f"monitor logged {len(errors)} error lines; first: {errors[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

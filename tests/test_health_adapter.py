@@ -1,0 +1,62 @@
+"""check_health against real loopback servers: refused, silent, non-200, garbage and healthy."""
+
+from __future__ import annotations
+
+import time
+
+from monitor.adapters.health import check_health
+from tests.fakehttp import FakeHTTP, closed_port
+
+
+def test_a_200_is_healthy_and_reports_status_and_latency() -> None:
+    with FakeHTTP("200").running() as srv:
+        sample = check_health(srv.url, timeout=2.0)
+    assert (sample.ok, sample.status) == (True, 200)
+    assert 0 < sample.latency < 2.0
+    assert sample.reason.startswith(f"200 from {srv.url} in ")
+
+
+def test_a_refused_port_is_unhealthy_with_a_one_line_reason() -> None:
+    with closed_port() as port:
+        url = f"http://127.0.0.1:{port}/haproxy_monitor"
+        sample = check_health(url, timeout=2.0)
+    assert (sample.ok, sample.status) == (False, None)
+    assert sample.reason == f"connection refused to {url}"
+
+
+def test_a_server_that_never_answers_is_given_up_on_within_the_timeout() -> None:
+    with FakeHTTP("hang").running() as srv:
+        start = time.monotonic()
+        sample = check_health(srv.url, timeout=0.5)
+        took = time.monotonic() - start
+    assert not sample.ok
+    assert sample.reason == f"no answer from {srv.url} within 0.5s"
+    assert 0.4 < took < 0.5 + 0.3
+
+
+def test_a_trickling_body_does_not_hold_the_check_past_its_deadline() -> None:
+    with FakeHTTP("trickle").running() as srv:
+        start = time.monotonic()
+        sample = check_health(srv.url, timeout=0.5)
+        took = time.monotonic() - start
+    assert took < 0.5 + 0.3
+    assert sample.status == 200
+
+
+def test_a_503_is_unhealthy_and_names_the_status() -> None:
+    with FakeHTTP("503").running() as srv:
+        sample = check_health(srv.url, timeout=2.0)
+    assert (sample.ok, sample.status) == (False, 503)
+    assert sample.reason == f"HTTP 503 from {srv.url} (want 200)"
+
+
+def test_garbage_instead_of_http_is_unhealthy() -> None:
+    with FakeHTTP("garbage").running() as srv:
+        sample = check_health(srv.url, timeout=2.0)
+    assert not sample.ok and sample.status is None
+    assert "\n" not in sample.reason and srv.url in sample.reason
+
+
+def test_a_url_requests_cannot_use_is_unhealthy_not_an_exception() -> None:
+    sample = check_health("nonsense://x", timeout=0.5)
+    assert not sample.ok and "nonsense://x" in sample.reason
