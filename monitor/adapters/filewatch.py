@@ -55,7 +55,8 @@ class FileWatcher:
     ) -> None:
         self._template_cb = _Debounced(on_template, debounce)
         self._cred_cb = _Debounced(on_credentials, debounce)
-        self._observer = Observer()
+        # The observer's threads wake every `timeout` seconds only to check for stop(); inotify itself blocks.
+        self._observer = Observer(timeout=10)
         self._observer.daemon = True
         self._lock = threading.Lock()
         self._template: set[Path] = set()

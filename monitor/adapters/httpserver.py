@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import socket
@@ -110,9 +111,9 @@ class StatusServer:
                 ) from None
             raise ListenError(f"--listen {self._listen}: {exc.strerror or exc}") from None
         self._server = server
-        # A short poll interval only bounds how long stop() waits; idle cost is a few wakeups a second.
+        # No poll interval: an idle sidecar should not wake up at all; stop() wakes the loop with a connection.
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="status-http", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": None}, name="status-http", daemon=True
         )
         self._thread.start()
 
@@ -121,10 +122,15 @@ class StatusServer:
         server, thread = self._server, self._thread
         self._server, self._thread = None, None
         if server is not None:
-            server.shutdown()
+            stopper = threading.Thread(target=server.shutdown, name="status-http-stop", daemon=True)
+            stopper.start()
+            address = server.server_address
+            with contextlib.suppress(OSError), socket.create_connection((address[0], address[1]), timeout=0.5):
+                pass  # wakes serve_forever's blocking select so it sees the shutdown request
+            stopper.join(timeout=2)
             server.server_close()
         if thread is not None:
-            thread.join(timeout=5)
+            thread.join(timeout=2)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         checks = self._checks
