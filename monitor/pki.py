@@ -121,7 +121,12 @@ def make_client_cert(
     )
     # openssl 3.0 has no -not_after; a negative validity ends the certificate before it starts.
     return _issue(
-        ca, directory, name=name or f"client-{user}", subject=subject, extensions=ext, days=-1 if expired else 30
+        ca,
+        directory,
+        name=name or f"client-{user}",
+        subject=subject,
+        extensions=ext,
+        days=-1 if expired else 30,
     )
 
 

@@ -1,0 +1,652 @@
+"""Kubernetes adapter: list+watch Nodes or the kubernetes EndpointSlice, with fallback and credential reload."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import urllib3
+import urllib3.connection
+import yaml
+from kubernetes.client import configuration as k8s_configuration
+from kubernetes.client import rest as k8s_rest
+from kubernetes.config import kube_config
+
+_log = logging.getLogger(__name__)
+
+_PATHS = {
+    "nodes": "/api/v1/nodes",
+    "endpointslices": "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+}
+_SLICE_SELECTOR = "kubernetes.io/service-name=kubernetes"
+_USER_AGENT = "haproxy-monitor/0.1"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The full current set, emitted after the initial list and after every change."""
+
+    objects: tuple[Mapping[str, Any], ...]
+    server: str
+    fallback: bool
+
+
+@dataclass(frozen=True)
+class ApiStatus:
+    """Emitted when connectivity or credentials state changes (not on every retry)."""
+
+    reachable: bool
+    fallback: bool
+    server: str
+    error: str | None
+
+
+class KubeError(Exception):
+    """Base of the adapter's internal error tree; str() is a one-line message without secrets."""
+
+
+class ConfigError(KubeError):
+    """The kubeconfig (or a file it references) cannot be used: fix the file, then reload."""
+
+
+class Unreachable(KubeError):
+    """Network, TLS, timeout or 5xx: retryable, and a reason to try the fallback server."""
+
+
+class Unauthorized(KubeError):
+    """401: the credentials were rejected; rebuild the client from the kubeconfig."""
+
+
+class Gone(KubeError):
+    """410: the resourceVersion is too old; list again."""
+
+
+class RequestFailed(KubeError):
+    """Any other refusal (403, 404, a watch ERROR event): retry later with backoff."""
+
+
+class _Interrupted(Exception):
+    """A request was aborted on purpose (close or credential reload)."""
+
+
+class _StreamCut(Exception):
+    """A watch stream ended abruptly after it had started."""
+
+
+@dataclass
+class _Client:
+    rest: Any  # kubernetes.client.rest.RESTClientObject (untyped)
+    config: Any  # kubernetes.client.Configuration (untyped)
+    primary: str
+
+
+class KubeWatcher:
+    """Delivers the API server's Node (or EndpointSlice) set as Snapshots through *emit*."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        source: Literal["nodes", "endpointslices"],
+        node_selector: str,
+        fallback_server: str = "https://localhost:6443",
+        relist_interval: float,
+        emit: Callable[[Snapshot | ApiStatus], None],
+        request_timeout: float = 10.0,
+        watch_timeout_range: tuple[float, float] = (300.0, 600.0),
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        if source not in _PATHS:
+            raise ValueError(f"source must be 'nodes' or 'endpointslices', not {source!r}")
+        self._kubeconfig = Path(kubeconfig)
+        self._source = source
+        self._selector = _SLICE_SELECTOR if source == "endpointslices" else node_selector
+        self._fallback_server = fallback_server.rstrip("/")
+        self._relist_interval = relist_interval
+        self._emit_cb = emit
+        self._request_timeout = request_timeout
+        self._watch_range = watch_timeout_range
+        self._backoff = backoff
+        self._probe_interval = max(0.5, relist_interval / 50)
+        self._lock = threading.Lock()
+        self._emit_lock = threading.Lock()
+        self._halted = threading.Event()
+        self._wake = threading.Event()
+        self._reload = False
+        self._client: _Client | None = None
+        self._conns: weakref.WeakSet[urllib3.connection.HTTPConnection] = weakref.WeakSet()
+        self._requests = 0
+        self._objects: dict[str, tuple[Mapping[str, Any], str]] = {}
+        self._last_fingerprint: frozenset[str] | None = None
+        self._last_status: ApiStatus | None = None
+        self._server = ""
+        self._fallback = False
+        self._primary_error: str | None = None
+
+    # -- public, thread-safe -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Block until *stop* is set (or close() is called); never raises for API, network or config errors."""
+        worker = threading.Thread(target=self._work, args=(stop,), name="kube-watcher", daemon=True)
+        worker.start()
+        # Wake on either stop.set() or close() without polling: an idle sidecar should not tick.
+        bridge = threading.Thread(target=lambda: stop.wait() and self.close(), name="kube-stop", daemon=True)
+        bridge.start()
+        self._halted.wait()
+        self.close()
+        # A worker stuck in DNS or a TCP connect cannot be interrupted: it is a daemon, exits on its own
+        # timeout, and can no longer emit.
+        worker.join(0.3)
+
+    def close(self) -> None:
+        with self._emit_lock:
+            self._halted.set()
+        self._wake.set()
+        self._abort_requests()
+
+    def reload_credentials(self) -> None:
+        with self._lock:
+            self._reload = True
+        self._wake.set()
+        # The running watch holds a connection made with the old credentials: end it so the new ones are used now.
+        self._abort_requests()
+
+    def credential_files(self) -> list[Path]:
+        files = [self._kubeconfig]
+        try:
+            doc = yaml.safe_load(self._kubeconfig.read_text())
+            base = self._kubeconfig.parent
+            ctx_name = doc.get("current-context")
+            ctx = _named(doc.get("contexts"), ctx_name).get("context") or {}
+            cluster = _named(doc.get("clusters"), ctx.get("cluster")).get("cluster") or {}
+            user = _named(doc.get("users"), ctx.get("user")).get("user") or {}
+            refs = [cluster.get("certificate-authority")]
+            refs += [user.get("client-certificate"), user.get("client-key"), user.get("tokenFile")]
+        except (OSError, yaml.YAMLError, AttributeError, TypeError):
+            return files
+        for ref in refs:
+            if isinstance(ref, str) and ref:
+                path = Path(ref) if Path(ref).is_absolute() else base / ref
+                if path not in files:
+                    files.append(path)
+        return files
+
+    def request_count(self) -> int:
+        with self._lock:
+            return self._requests
+
+    # -- worker ------------------------------------------------------------------------------------------
+
+    def _stopped(self, stop: threading.Event) -> bool:
+        return stop.is_set() or self._halted.is_set()
+
+    def _work(self, stop: threading.Event) -> None:
+        attempt = 0
+        while not self._stopped(stop):
+            try:
+                self._sync(stop)
+                attempt = 0
+                continue
+            except _Interrupted:
+                continue
+            except ConfigError as exc:
+                self._status(ApiStatus(reachable=False, fallback=False, server=self._server, error=str(exc)))
+            except Unauthorized as exc:
+                self._drop_client()
+                self._status(
+                    ApiStatus(reachable=False, fallback=self._fallback, server=self._server, error=str(exc))
+                )
+            except KubeError as exc:
+                self._status(
+                    ApiStatus(reachable=False, fallback=self._fallback, server=self._server, error=str(exc))
+                )
+            except Exception as exc:  # never let a bug kill discovery: report it and retry
+                _log.exception("kube watcher: unexpected error")
+                self._status(
+                    ApiStatus(
+                        reachable=False,
+                        fallback=self._fallback,
+                        server=self._server,
+                        error=f"kubeconfig {self._kubeconfig}: unexpected {type(exc).__name__}: {exc}",
+                    )
+                )
+            self._sleep(self._delay(attempt))
+            attempt += 1
+
+    def _delay(self, attempt: int) -> float:
+        base, cap = self._backoff
+        return float(min(cap, base * 2**attempt) * random.uniform(0.5, 1.0))
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with self._lock:
+            if self._reload:
+                return
+        if not self._halted.is_set():
+            self._wake.wait(seconds)
+
+    def _sync(self, stop: threading.Event) -> None:
+        """One list followed by watches until a relist is due; raises KubeError when a server cannot serve."""
+        client = self._ensure_client()
+        server, fallback, body = self._list_somewhere(client)
+        items = body.get("items") or []
+        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        self._server, self._fallback = server, fallback
+        self._replace_all(items)
+        self._status(ApiStatus(reachable=True, fallback=fallback, server=server, error=self._primary_error))
+        self._publish(server, fallback)
+        relist_at = time.monotonic() + self._relist_interval
+        next_probe = time.monotonic() + self._probe_interval
+        cuts = 0
+        while not self._stopped(stop):
+            now = time.monotonic()
+            if now >= relist_at:
+                return
+            if self._reload_pending():
+                new = self._ensure_client()
+                if new.primary != client.primary:
+                    return
+                client = new
+            if fallback and now >= next_probe:
+                if self._probe(client, client.primary):
+                    self._primary_error = None
+                    return
+                next_probe = time.monotonic() + self._probe_interval
+            budget = relist_at - now
+            if fallback:
+                budget = min(budget, max(1.0, next_probe - now))
+            # Rounded up so the watch ends at (not just before) the relist: no 1-second stub watch in between.
+            timeout = max(1, math.ceil(min(budget, random.uniform(*self._watch_range))))
+            try:
+                rv = self._watch(client, server, fallback, rv, timeout, stop)
+                cuts = 0
+            except _StreamCut:
+                self._sleep(self._delay(cuts))
+                cuts += 1
+            except Unreachable:
+                # The server went away between list and watch: list again, there or on the other server.
+                self._sleep(self._delay(cuts))
+                return
+            except _Interrupted:
+                if self._stopped(stop):
+                    return
+            except Gone:
+                return
+
+    def _list_somewhere(self, client: _Client) -> tuple[str, bool, dict[str, Any]]:
+        servers = [client.primary]
+        if self._fallback_server and self._fallback_server != client.primary:
+            servers.append(self._fallback_server)
+        errors: list[str] = []
+        for server in servers:
+            try:
+                body = self._get_json(client, server, self._path(), {"labelSelector": self._selector})
+            except Unreachable as exc:
+                errors.append(str(exc))
+                continue
+            fallback = server != client.primary
+            self._primary_error = f"primary {errors[0]}" if fallback and errors else None
+            return server, fallback, body
+        self._server = servers[0]
+        raise Unreachable(f"kubeconfig {self._kubeconfig}: " + "; fallback ".join(errors))
+
+    def _path(self) -> str:
+        return _PATHS[self._source]
+
+    def _probe(self, client: _Client, server: str) -> bool:
+        try:
+            resp = self._request(client, server, "/readyz", {}, read_timeout=min(self._request_timeout, 3.0))
+        except (KubeError, _Interrupted):
+            return False
+        try:
+            resp.data  # noqa: B018 - drain the body so the connection can be reused
+        except Exception:
+            return False
+        finally:
+            resp.release_conn()
+        return True
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+
+    def _ensure_client(self) -> _Client:
+        with self._lock:
+            reload, self._reload = self._reload, False
+        if reload:
+            self._drop_client()
+        if self._client is None:
+            self._client = self._build_client()
+        return self._client
+
+    def _reload_pending(self) -> bool:
+        with self._lock:
+            return self._reload
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            # Pooled connections carry the old TLS identity: close them so the next handshake reads the files.
+            client.rest.pool_manager.clear()
+
+    def _build_client(self) -> _Client:
+        cfg = k8s_configuration.Configuration()
+        try:
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(self._kubeconfig), client_configuration=cfg, persist_config=False
+            )
+        except Exception as exc:  # the loader raises anything from ConfigException to TypeError on bad input
+            raise ConfigError(f"kubeconfig {self._kubeconfig}: {_one_line(exc)}") from None
+        host = str(cfg.host or "").rstrip("/")
+        if not host.startswith("https://"):
+            raise ConfigError(
+                f"kubeconfig {self._kubeconfig}: server {host or '(none)'} must be an https:// URL"
+            )
+        cfg.verify_ssl = True  # insecure-skip-tls-verify is ignored on purpose
+        cfg.retries = False  # one attempt per request; this adapter decides when to retry and where
+        rest = k8s_rest.RESTClientObject(cfg)
+        rest.pool_manager.pool_classes_by_scheme = _tracking_pools(self._conns)
+        self._server = self._server or host
+        return _Client(rest=rest, config=cfg, primary=host)
+
+    def _abort_requests(self) -> None:
+        for conn in list(self._conns):
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _request(
+        self,
+        client: _Client,
+        server: str,
+        path: str,
+        query: Mapping[str, str],
+        *,
+        read_timeout: float,
+    ) -> Any:
+        """Send one GET; returns the urllib3 response (body unread) for 2xx, raises a KubeError otherwise."""
+        url = server + path + ("?" + urlencode(query) if query else "")
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        try:
+            auth = client.config.auth_settings().get("BearerToken")
+        except Exception as exc:
+            raise ConfigError(f"kubeconfig {self._kubeconfig}: token: {_one_line(exc)}") from None
+        if auth and auth.get("value"):
+            headers["Authorization"] = auth["value"]
+        with self._lock:
+            self._requests += 1
+        if self._halted.is_set():
+            raise _Interrupted()
+        try:
+            wrapped = client.rest.request(
+                "GET", url, headers=headers, _request_timeout=(self._request_timeout, read_timeout)
+            )
+        except Exception as exc:
+            if self._halted.is_set() or self._reload_pending():
+                raise _Interrupted() from None
+            raise Unreachable(f"{server}: {_describe(exc, self._request_timeout)}") from None
+        resp = wrapped.response
+        if 200 <= resp.status < 300:
+            return resp
+        detail = _status_message(resp)
+        resp.release_conn()
+        if resp.status == 401:
+            raise Unauthorized(
+                f"{server}: 401 Unauthorized: credentials from kubeconfig {self._kubeconfig} were rejected"
+            )
+        if resp.status == 410:
+            raise Gone(f"{server}: 410 Gone: {detail}")
+        if resp.status >= 500 or resp.status == 429:
+            raise Unreachable(f"{server}: HTTP {resp.status}: {detail}")
+        raise RequestFailed(f"{server}: HTTP {resp.status} for {path}: {detail}")
+
+    def _get_json(self, client: _Client, server: str, path: str, query: Mapping[str, str]) -> dict[str, Any]:
+        resp = self._request(client, server, path, query, read_timeout=self._request_timeout)
+        try:
+            data = resp.data
+        except Exception as exc:
+            resp.close()
+            if self._halted.is_set() or self._reload_pending():
+                raise _Interrupted() from None
+            raise Unreachable(f"{server}: {_describe(exc, self._request_timeout)}") from None
+        finally:
+            resp.release_conn()
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise RequestFailed(f"{server}: {path} answered something that is not JSON") from None
+        if not isinstance(body, dict):
+            raise RequestFailed(f"{server}: {path} answered JSON that is not an object")
+        return body
+
+    def _watch(
+        self, client: _Client, server: str, fallback: bool, rv: str, timeout: int, stop: threading.Event
+    ) -> str:
+        query = {
+            "watch": "1",
+            "resourceVersion": rv,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout),
+            "labelSelector": self._selector,
+        }
+        resp = self._request(client, server, self._path(), query, read_timeout=self._request_timeout)
+        # Headers came within request_timeout; the body may then stay quiet until the server's own timeout.
+        conn = getattr(resp, "connection", None)
+        if conn is not None and conn.sock is not None:
+            conn.sock.settimeout(timeout + self._request_timeout)
+        complete = False
+        try:
+            for line in _lines(resp):
+                if not line.strip():
+                    continue
+                rv = self._apply(json.loads(line), rv)
+                if self._stopped(stop):
+                    raise _Interrupted()
+                self._publish(server, fallback)
+            complete = True
+        except (_Interrupted, Gone, RequestFailed):
+            raise
+        except ValueError:
+            raise _StreamCut() from None
+        except Exception:
+            if self._halted.is_set() or self._reload_pending():
+                raise _Interrupted() from None
+            raise _StreamCut() from None
+        finally:
+            if not complete:
+                # A stream abandoned midway must not go back to the pool with unread bytes on it.
+                resp.close()
+            resp.release_conn()
+        return rv
+
+    def _apply(self, event: Any, rv: str) -> str:
+        if not isinstance(event, dict):
+            raise RequestFailed("watch event is not a JSON object")
+        etype = event.get("type")
+        obj = event.get("object") or {}
+        if etype == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone(f"watch: {obj.get('message', 'resourceVersion expired')}")
+            raise RequestFailed(f"watch error {obj.get('code')}: {obj.get('message')}")
+        meta = obj.get("metadata") or {}
+        new_rv = str(meta.get("resourceVersion") or rv)
+        if etype in ("ADDED", "MODIFIED"):
+            self._store(obj)
+        elif etype == "DELETED":
+            self._objects.pop(_key(obj), None)
+        return new_rv
+
+    # -- state and emission ------------------------------------------------------------------------------
+
+    def _replace_all(self, items: list[Any]) -> None:
+        self._objects = {}
+        for item in items:
+            if isinstance(item, dict):
+                self._store(item)
+
+    def _store(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        # Field managers and the node's image list are large and never used to pick backends.
+        meta.pop("managedFields", None)
+        status = obj.get("status")
+        if isinstance(status, dict):
+            status.pop("images", None)
+        self._objects[_key(obj)] = (obj, _fingerprint(obj))
+
+    def _publish(self, server: str, fallback: bool) -> None:
+        fingerprint = frozenset(fp for _, fp in self._objects.values())
+        if fingerprint == self._last_fingerprint:
+            return
+        self._last_fingerprint = fingerprint
+        objects = tuple(obj for _, (obj, _fp) in sorted(self._objects.items()))
+        self._emit(Snapshot(objects=objects, server=server, fallback=fallback))
+
+    def _status(self, status: ApiStatus) -> None:
+        if status == self._last_status:
+            return
+        self._last_status = status
+        if status.error and not status.reachable:
+            _log.warning("kubernetes API: %s", status.error)
+        self._emit(status)
+
+    def _emit(self, item: Snapshot | ApiStatus) -> None:
+        with self._emit_lock:
+            if self._halted.is_set():
+                return
+            self._emit_cb(item)
+
+
+def _tracking_pools(conns: weakref.WeakSet[urllib3.connection.HTTPConnection]) -> dict[str, Any]:
+    """Connection pools whose connections register themselves, so close() can shut their sockets down."""
+
+    class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+        def connect(self) -> None:
+            conns.add(self)
+            super().connect()
+
+    class _HTTPConnection(urllib3.connection.HTTPConnection):
+        def connect(self) -> None:
+            conns.add(self)
+            super().connect()
+
+    class _HTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = _HTTPSConnection
+
+    class _HTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = _HTTPConnection
+
+    return {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _lines(resp: Any) -> Iterator[bytes]:
+    buf = b""
+    for chunk in resp.stream(amt=None, decode_content=True):
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line
+    if buf.strip():
+        yield buf
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _fingerprint(obj: Mapping[str, Any]) -> str:
+    """The object's content minus what changes without meaning (versions, heartbeats, envelope)."""
+    meta = {
+        k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")
+    }
+    # List items carry no kind/apiVersion while watch objects do: compare without them.
+    view = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+    view["metadata"] = meta
+    status = obj.get("status")
+    if isinstance(status, dict) and isinstance(status.get("conditions"), list):
+        conditions = [
+            {k: v for k, v in c.items() if k != "lastHeartbeatTime"} if isinstance(c, dict) else c
+            for c in status["conditions"]
+        ]
+        view["status"] = dict(status, conditions=conditions)
+    return json.dumps(view, sort_keys=True, separators=(",", ":"))
+
+
+def _named(entries: Any, name: Any) -> dict[str, Any]:
+    for entry in entries or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry
+    return {}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _status_message(resp: Any) -> str:
+    try:
+        body = json.loads(resp.data or b"{}")
+    except (ValueError, OSError, urllib3.exceptions.HTTPError):
+        return resp.reason or "no details"
+    if isinstance(body, dict) and body.get("message"):
+        return " ".join(str(body["message"]).split())
+    return str(resp.reason or "no details")
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    """A one-line, secret-free cause for a failed request, with a hint for the usual TLS mistakes."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 6:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__ or getattr(cur, "reason", None)
+        if not isinstance(cur, BaseException):
+            cur = None
+    text = " ".join(_one_line(e) for e in chain).lower()
+    if "certificate verify failed" in text:
+        detail = "unable to get local issuer certificate" if "local issuer" in text else _short(text)
+        if "expired" in text:
+            detail = "the server certificate has expired"
+        elif "hostname mismatch" in text or "doesn't match" in text:
+            detail = "the server certificate does not match the host name"
+        return (
+            f"TLS: server certificate not trusted ({detail}); check certificate-authority in the kubeconfig"
+        )
+    if "alert certificate expired" in text:
+        return "TLS: the server rejected the client certificate: it has expired; renew client-certificate"
+    if "alert unknown ca" in text or "alert bad certificate" in text or "alert certificate unknown" in text:
+        return "TLS: the server rejected the client certificate (unknown CA or bad certificate)"
+    if "alert" in text and "certificate" in text:
+        return f"TLS: the server rejected the client certificate ({_short(text)})"
+    if any(isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in chain):
+        return f"connect timed out after {timeout:g}s"
+    if any(isinstance(e, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for e in chain):
+        return "no answer (read timed out)"
+    if "connection refused" in text:
+        return "connection refused"
+    if "reset by peer" in text or "connection aborted" in text or "remote end closed" in text:
+        return "connection reset"
+    if "name or service not known" in text or "failed to resolve" in text or "nodename nor servname" in text:
+        return "host name does not resolve"
+    if "unexpected_eof" in text or "eof occurred in violation of protocol" in text:
+        return "connection closed during the TLS handshake"
+    if "ssl" in text or "tls" in text:
+        return f"TLS: {_short(text)}"
+    return _short(text)
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -1,0 +1,115 @@
+"""Helpers for tests that drive the Kubernetes adapter against the simulated API server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from monitor.adapters.kube import ApiStatus, KubeWatcher, Snapshot
+from monitor.kubesim import KubeSim
+
+MASTER = "node-role.kubernetes.io/master"
+MASTER_SELECTOR = f"{MASTER}="
+
+
+class Recorder:
+    """Collects what a watcher emits and waits, with a deadline, for a condition on it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.items: list[Snapshot | ApiStatus] = []
+
+    def __call__(self, item: Snapshot | ApiStatus) -> None:
+        with self._cond:
+            self.items.append(item)
+            self._cond.notify_all()
+
+    def snapshots(self) -> list[Snapshot]:
+        with self._cond:
+            return [i for i in self.items if isinstance(i, Snapshot)]
+
+    def statuses(self) -> list[ApiStatus]:
+        with self._cond:
+            return [i for i in self.items if isinstance(i, ApiStatus)]
+
+    def wait_for(self, predicate: Callable[[Recorder], Any], *, timeout: float = 5.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                result = predicate(self)
+                if result:
+                    return result
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {timeout}s waiting for {what}; got {self.items!r}")
+                self._cond.wait(left)
+
+    def wait_names(self, names: set[str], *, timeout: float = 5.0, server: str | None = None) -> Snapshot:
+        def match(rec: Recorder) -> Snapshot | None:
+            snaps = rec.snapshots()
+            if (
+                snaps
+                and snapshot_names(snaps[-1]) == names
+                and (server is None or snaps[-1].server == server)
+            ):
+                return snaps[-1]
+            return None
+
+        result: Snapshot = self.wait_for(match, timeout=timeout, what=f"a snapshot of {sorted(names)}")
+        return result
+
+    def wait_status(self, predicate: Callable[[ApiStatus], bool], *, timeout: float = 5.0) -> ApiStatus:
+        def match(rec: Recorder) -> ApiStatus | None:
+            statuses = rec.statuses()
+            return statuses[-1] if statuses and predicate(statuses[-1]) else None
+
+        result: ApiStatus = self.wait_for(match, timeout=timeout, what="an ApiStatus")
+        return result
+
+
+def snapshot_names(snap: Snapshot) -> set[str]:
+    return {str(o["metadata"]["name"]) for o in snap.objects}
+
+
+def add_master(sim: KubeSim, name: str, address: str = "192.0.2.10") -> int:
+    return sim.add_node(name, labels={MASTER: ""}, addresses=[("InternalIP", address)])
+
+
+@contextmanager
+def running_watcher(
+    *,
+    kubeconfig: Path,
+    recorder: Recorder,
+    fallback_server: str = "",
+    source: str = "nodes",
+    relist_interval: float = 60.0,
+    request_timeout: float = 2.0,
+    watch_timeout_range: tuple[float, float] = (20.0, 30.0),
+    backoff: tuple[float, float] = (0.1, 1.0),
+) -> Iterator[KubeWatcher]:
+    """Run a KubeWatcher in a thread for the block; stops it and checks that run() returned quickly."""
+    watcher = KubeWatcher(
+        kubeconfig=kubeconfig,
+        source=source,  # type: ignore[arg-type]
+        node_selector=MASTER_SELECTOR,
+        fallback_server=fallback_server,
+        relist_interval=relist_interval,
+        emit=recorder,
+        request_timeout=request_timeout,
+        watch_timeout_range=watch_timeout_range,
+        backoff=backoff,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield watcher
+    finally:
+        stop.set()
+        watcher.close()
+        thread.join(2.0)
+        assert not thread.is_alive(), "KubeWatcher.run() did not return after stop"
