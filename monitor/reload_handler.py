@@ -100,6 +100,14 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default) or default
 
 
+def _env_seconds(name: str, default: str) -> float:
+    raw = _env(name, default)
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{PROG}: {name}={raw!r} is not a number of seconds") from None
+
+
 def _default_haproxy() -> str:
     if os.access("/usr/sbin/haproxy", os.X_OK):
         return "/usr/sbin/haproxy"
@@ -130,19 +138,19 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument(
         "--force-stop-after",
         type=float,
-        default=float(_env("OLD_HAPROXY_PS_FORCE_DEL_TIMEOUT", "120")),
+        default=_env_seconds("OLD_HAPROXY_PS_FORCE_DEL_TIMEOUT", "120"),
         help="seconds after a reload before old processes still alive get SIGTERM; 0 disables",
     )
     p.add_argument(
         "--kill-grace",
         type=float,
-        default=float(_env("RELOAD_HANDLER_KILL_GRACE", "5")),
+        default=_env_seconds("RELOAD_HANDLER_KILL_GRACE", "5"),
         help="seconds between SIGTERM and SIGKILL",
     )
     p.add_argument(
         "--ready-timeout",
         type=float,
-        default=float(_env("RELOAD_HANDLER_READY_TIMEOUT", "10")),
+        default=_env_seconds("RELOAD_HANDLER_READY_TIMEOUT", "10"),
         help="seconds to wait for a new HAProxy to fork its worker before the next reload may start",
     )
     p.add_argument(
@@ -363,7 +371,10 @@ class Handler:
                 self.reload_wanted = True
                 if self.pending is not None:
                     log(f"reload requested ({len(ev.lines)}x) while one is in progress; queued")
+                elif len(ev.lines) > 1:
+                    log(f"coalesced {len(ev.lines)} reload requests into one")
             self._check_pending()
+            self._forget_dead()
             if self.reload_wanted and self.pending is None:
                 self.reload_wanted = False
                 self.start_haproxy()
@@ -377,7 +388,7 @@ class Handler:
         now = time.monotonic()
         wake = now + 1.0
         for inst in self.instances.values():
-            if not inst.alive:
+            if not inst.alive or inst.kill_sent:
                 continue
             if inst.term_sent is not None:
                 wake = min(wake, inst.term_sent + self.opts.kill_grace)
@@ -388,7 +399,9 @@ class Handler:
     def _drain(self, timeout: float) -> Events:
         ev = Events()
         try:
-            item: tuple[str, str] | None = self.events.get(timeout=timeout) if timeout > 0 else None
+            item: tuple[str, str] | None = (
+                self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
+            )
         except queue.Empty:
             item = None
         while item is not None:
@@ -419,6 +432,12 @@ class Handler:
             inst.status = code
             if not (self.pending is not None and self.pending.pid == pid):
                 log(f"haproxy pid {pid} exited (status {code})")
+                if inst.stop_deadline is None and inst.term_sent is None and not self.alive():
+                    log("no haproxy is running now; send 'reload' to start one")
+
+    def _forget_dead(self) -> None:
+        pending = self.pending.pid if self.pending is not None else None
+        self.instances = {pid: i for pid, i in self.instances.items() if i.alive or pid == pending}
 
     def alive(self) -> list[Instance]:
         return [i for i in self.instances.values() if i.alive]

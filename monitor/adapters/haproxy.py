@@ -36,13 +36,14 @@ class ServerStat:
     server: str
     kind: StatKind
     status: str
-    check_status: str
+    check_status: str  # e.g. L7OK, L4CON, INI; HAProxy's "* " (check running) prefix is removed
     current_sessions: int
     total_sessions: int
     weight: int | None
     address: str
     last_change_seconds: int | None
     check_failures: int | None
+    check_in_progress: bool = False
 
     @property
     def is_frontend(self) -> bool:
@@ -106,13 +107,14 @@ def parse_show_stat(text: str) -> list[ServerStat]:
                 server=row["svname"],
                 kind=kind,
                 status=row["status"],
-                check_status=row.get("check_status", ""),
+                check_status=row.get("check_status", "").removeprefix("* "),
                 current_sessions=_int(row, "scur", line=number) or 0,
                 total_sessions=_int(row, "stot", line=number) or 0,
                 weight=_int(row, "weight", line=number),
                 address=row.get("addr", ""),
                 last_change_seconds=_int(row, "lastchg", line=number),
                 check_failures=_int(row, "chkfail", line=number),
+                check_in_progress=row.get("check_status", "").startswith("* "),
             )
         )
     return out
