@@ -62,7 +62,7 @@ def _poll_haproxy(settings: Settings, post: Callable[[Event], None], stop: threa
             try:
                 stats = read_stats(settings.stats_socket, timeout=timeout)
             except (OSError, StatsParseError) as exc:
-                post(StatsObserved(error=f"stats socket {settings.stats_socket}: {exc}"))
+                post(StatsObserved(error=str(exc)))  # already names the socket
             else:
                 post(
                     StatsObserved(
@@ -161,7 +161,10 @@ def run(
 
         try:
             server = StatusServer(
-                listen=settings.listen, healthz=monitor.healthz, readyz=monitor.readyz, registry=metrics.registry
+                listen=settings.listen,
+                healthz=monitor.healthz,
+                readyz=monitor.readyz,
+                registry=metrics.registry,
             )
             server.start()
         except ListenError as exc:

@@ -412,6 +412,7 @@ class Monitor:
         self._stats_errors.clear("stats socket readable again")
         previous = self.status.servers
         current = {(p, s): (st, chk, scur) for p, s, st, chk, scur in event.servers}
+        self._log["stats"].debug("stats read", states=sorted(f"{k[1]}={v[0]}" for k, v in current.items()))
         for key, (state, check, _scur) in current.items():
             old = previous.get(key)
             if old is not None and old[0] != state:

@@ -32,10 +32,11 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, what: str) -> f
     while time.monotonic() - start < timeout:
         try:
             last = predicate()
-        except Exception as exc:  # the thing we wait for may not exist yet
+        except Exception as exc:  # the thing we wait for may not exist yet: keep waiting
             last = exc
-        if last:
-            return time.monotonic() - start
+        else:
+            if last:
+                return time.monotonic() - start
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
@@ -47,6 +48,7 @@ class Cluster:
     lab: HaproxyLab
     api_port: int
     kubeconfig: Path
+    apis: dict[str, FakeApiServer] = field(default_factory=dict)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def served(self) -> dict[str, str]:
@@ -103,7 +105,12 @@ def cluster(tmp_path: Path, haproxy_bin: str) -> Iterator[Cluster]:
     )
     lab = HaproxyLab(workdir=tmp_path / "haproxy", template=REPO / "templates" / "haproxy.cfg.j2")
     c = Cluster(
-        tmp=tmp_path, sim=sim, lab=lab, api_port=api_port, kubeconfig=sim.write_kubeconfig(tmp_path / "kc")
+        tmp=tmp_path,
+        sim=sim,
+        lab=lab,
+        api_port=api_port,
+        kubeconfig=sim.write_kubeconfig(tmp_path / "kc"),
+        apis={api.address: api for api in apis},
     )
     yield c
     for proc in c.procs:
@@ -255,5 +262,30 @@ def test_the_status_endpoint_reports_ready_and_exposes_metrics(cluster: Cluster)
         ),
         timeout=10,
         what="per-server status from the stats socket",
+    )
+    assert proc.poll() is None
+
+
+def test_a_backend_going_down_is_logged_once_and_exported_per_server(cluster: Cluster):
+    cluster.lab.start_handler()
+    template = cluster.tmp / "fast-checks.j2"
+    template.write_text(
+        cluster.lab.template_path.read_text().replace("inter 5s fall 3 rise 1", "inter 100ms fall 2 rise 1")
+    )
+    port = free_port()
+    proc = cluster.start_monitor("--listen", f"127.0.0.1:{port}", template=template)
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    up_line = 'haproxy_monitor_server_up{proxy="masters",server="master-1"} '
+    wait_for(
+        lambda: up_line + "1.0" in requests.get(metrics_url, timeout=2).text, timeout=15, what="master-1 UP"
+    )
+    cluster.apis["127.0.0.12"].ready = False  # /readyz now answers 500: HAProxy's checks fail
+    wait_for(
+        lambda: up_line + "0.0" in requests.get(metrics_url, timeout=2).text, timeout=15, what="master-1 DOWN"
+    )
+    wait_for(lambda: "server state changed" in cluster.log(proc), timeout=5, what="the state change logged")
+    changes = [line for line in cluster.log(proc).splitlines() if "server state changed" in line]
+    assert (
+        len(changes) == 1 and "master-1" in changes[0] and "old=UP" in changes[0] and "new=DOWN" in changes[0]
     )
     assert proc.poll() is None

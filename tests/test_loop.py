@@ -10,7 +10,7 @@ import pytest
 
 from monitor.adapters.files import ConfigWriter
 from monitor.adapters.reloader import Reloader
-from monitor.loop import Connectivity, Monitor, Objects, Stop, TemplateChanged
+from monitor.loop import Connectivity, Monitor, Objects, StatsObserved, Stop, TemplateChanged
 from monitor.render import Renderer
 from monitor.settings import Settings
 from tests.test_reloader import Clock, LineServer
@@ -184,3 +184,34 @@ def test_a_stop_event_ends_the_loop(world):
     m.post(Stop("SIGTERM"))
     assert m.run() == 0
     assert m.stopped.is_set()
+
+
+def test_a_server_changing_state_in_haproxy_is_logged_once_per_change(world, caplog):
+    caplog.set_level(logging.INFO, logger="monitor")
+    m = world.monitor
+    up = StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0), ("masters", "m2", "UP", "L7OK", 3)))
+    down = StatsObserved(servers=(("masters", "m1", "DOWN", "L7STS", 0), ("masters", "m2", "UP", "L7OK", 1)))
+    for event in (up, up, down, down, down):
+        m.handle(event)
+    changes = [r for r in caplog.records if r.getMessage() == "server state changed"]
+    assert len(changes) == 1
+    assert changes[0].fields == {
+        "proxy": "masters",
+        "server": "m1",
+        "old": "UP",
+        "new": "DOWN",
+        "check": "L7STS",
+    }
+    assert m.status.servers[("masters", "m2")] == ("UP", "L7OK", 1)
+
+
+def test_an_unreadable_stats_socket_is_reported_once_and_recovery_is_logged(world, caplog):
+    caplog.set_level(logging.INFO, logger="monitor")
+    m = world.monitor
+    for _ in range(3):
+        m.handle(StatsObserved(error="stats socket /x: no such file"))
+    m.handle(StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0),)))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("stats socket /x: no such file") == 1
+    assert "stats socket readable again" in messages
+    assert m.status.stats_error is None
