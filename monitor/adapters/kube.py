@@ -142,7 +142,11 @@ class KubeWatcher:
         worker = threading.Thread(target=self._work, args=(stop,), name="kube-watcher", daemon=True)
         worker.start()
         # Wake on either stop.set() or close() without polling: an idle sidecar should not tick.
-        bridge = threading.Thread(target=lambda: stop.wait() and self.close(), name="kube-stop", daemon=True)
+        def bridge_stop() -> None:
+            stop.wait()
+            self.close()
+
+        bridge = threading.Thread(target=bridge_stop, name="kube-stop", daemon=True)
         bridge.start()
         self._halted.wait()
         self.close()
