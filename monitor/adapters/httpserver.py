@@ -124,8 +124,8 @@ class StatusServer:
         if server is not None:
             stopper = threading.Thread(target=server.shutdown, name="status-http-stop", daemon=True)
             stopper.start()
-            address = server.server_address
-            with contextlib.suppress(OSError), socket.create_connection((address[0], address[1]), timeout=0.5):
+            host, port = str(server.server_address[0]), int(server.server_address[1])
+            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
                 pass  # wakes serve_forever's blocking select so it sees the shutdown request
             stopper.join(timeout=2)
             server.server_close()
