@@ -126,7 +126,7 @@ def run(
     metrics.seconds_since_apply(lambda: time.monotonic() - (monitor.status.last_apply or started))
     metrics.watch_counters(
         requests=lambda: float(watcher.request_count()),
-        restarts=lambda: float(getattr(watcher, "watch_restarts", lambda: 0)()),
+        restarts=lambda: float(watcher.watch_restarts()),
     )
     metrics.server_status(
         lambda: [(p, s, st, chk, scur) for (p, s), (st, chk, scur) in dict(monitor.status.servers).items()]

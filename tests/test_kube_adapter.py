@@ -374,3 +374,16 @@ def _wait_until(predicate: object, *, timeout: float = 5.0, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def test_a_cut_watch_stream_counts_as_a_watch_restart(tmp_path):
+    with KubeSim(directory=tmp_path / "api") as sim:
+        add_master(sim, "m0", "192.0.2.1")
+        kubeconfig = sim.write_kubeconfig(tmp_path / "kc")
+        recorder = Recorder()
+        with running_watcher(kubeconfig=kubeconfig, recorder=recorder) as watcher:
+            recorder.wait_names({"m0"})
+            _wait_until(lambda: sim.open_streams() == 1, what="the watch stream")
+            assert watcher.watch_restarts() == 0
+            sim.cut_streams()
+            _wait_until(lambda: watcher.watch_restarts() == 1, what="the watch re-opened")

@@ -128,6 +128,7 @@ class KubeWatcher:
         self._client: _Client | None = None
         self._conns: weakref.WeakSet[urllib3.connection.HTTPConnection] = weakref.WeakSet()
         self._requests = 0
+        self._watch_restarts = 0
         self._objects: dict[str, tuple[Mapping[str, Any], str]] = {}
         self._last_fingerprint: frozenset[str] | None = None
         self._last_status: ApiStatus | None = None
@@ -141,6 +142,7 @@ class KubeWatcher:
         """Block until *stop* is set (or close() is called); never raises for API, network or config errors."""
         worker = threading.Thread(target=self._work, args=(stop,), name="kube-watcher", daemon=True)
         worker.start()
+
         # Wake on either stop.set() or close() without polling: an idle sidecar should not tick.
         def bridge_stop() -> None:
             stop.wait()
@@ -190,6 +192,11 @@ class KubeWatcher:
     def request_count(self) -> int:
         with self._lock:
             return self._requests
+
+    def watch_restarts(self) -> int:
+        """Watch streams re-opened without a relist (timeouts, cut streams): for metrics."""
+        with self._lock:
+            return self._watch_restarts
 
     # -- worker ------------------------------------------------------------------------------------------
 
@@ -254,6 +261,7 @@ class KubeWatcher:
         relist_at = time.monotonic() + self._relist_interval
         next_probe = time.monotonic() + self._probe_interval
         cuts = 0
+        first_watch = True
         while not self._stopped(stop):
             now = time.monotonic()
             if now >= relist_at:
@@ -273,6 +281,10 @@ class KubeWatcher:
                 budget = min(budget, max(1.0, next_probe - now))
             # Rounded up so the watch ends at (not just before) the relist: no 1-second stub watch in between.
             timeout = max(1, math.ceil(min(budget, random.uniform(*self._watch_range))))
+            if not first_watch:
+                with self._lock:
+                    self._watch_restarts += 1
+            first_watch = False
             try:
                 rv = self._watch(client, server, fallback, rv, timeout, stop)
                 cuts = 0
