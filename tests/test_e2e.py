@@ -289,3 +289,17 @@ def test_a_backend_going_down_is_logged_once_and_exported_per_server(cluster: Cl
         len(changes) == 1 and "master-1" in changes[0] and "old=UP" in changes[0] and "new=DOWN" in changes[0]
     )
     assert proc.poll() is None
+
+
+def test_the_endpointslice_source_follows_the_api_servers_holding_a_lease(cluster: Cluster):
+    cluster.lab.start_handler()
+    cluster.sim.set_endpoint_addresses(["127.0.0.12", "127.0.0.11"], port=cluster.api_port)
+    proc = cluster.start_monitor("--source", "endpointslices")
+    wait_for(
+        lambda: sorted(cluster.served().values()) == ["127.0.0.11", "127.0.0.12"],
+        timeout=15,
+        what="two endpoints",
+    )
+    cluster.sim.set_endpoint_addresses(["127.0.0.11", "127.0.0.12", "127.0.0.13"], port=cluster.api_port)
+    wait_for(lambda: len(cluster.served()) == 3, timeout=10, what="the third API server")
+    assert proc.poll() is None
