@@ -88,6 +88,7 @@ class _TLSServer(http.server.ThreadingHTTPServer):
     def __init__(self, owner: FakeApiServer, address: tuple[str, int], context: ssl.SSLContext) -> None:
         self.owner = owner
         self.context = context
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _ReadyzHandler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -294,8 +295,8 @@ class HaproxyLab:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if self._short_dir is not None:
+            # Kept as a reference: a later start_handler() recreates it, and the next stop() removes it again.
             shutil.rmtree(self._short_dir, ignore_errors=True)
-            self._short_dir = None
 
     def __enter__(self) -> Self:
         return self

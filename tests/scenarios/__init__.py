@@ -1,0 +1,1 @@
+"""Scenario scripts that run whole systems (monitor, HAProxy, nft) inside a private network namespace."""
