@@ -303,3 +303,24 @@ def test_the_endpointslice_source_follows_the_api_servers_holding_a_lease(cluste
     cluster.sim.set_endpoint_addresses(["127.0.0.11", "127.0.0.12", "127.0.0.13"], port=cluster.api_port)
     wait_for(lambda: len(cluster.served()) == 3, timeout=10, what="the third API server")
     assert proc.poll() is None
+
+
+def test_the_reference_go_template_drives_haproxy_unchanged(cluster: Cluster, tmp_path: Path):
+    cluster.lab.start_handler()
+    template = tmp_path / "haproxy.cfg.tmpl"
+    template.write_text(
+        cluster.lab.sandbox_text((REPO / "templates" / "openshift-haproxy.cfg.tmpl").read_text())
+    )
+    proc = cluster.start_monitor(template=template)
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config from the Go template")
+    assert "   server master-0 127.0.0.11:" in cluster.lab.cfg_path.read_text()
+    good = cluster.lab.cfg_path.read_bytes()
+    template.write_text(template.read_text() + "{{ .LBConfig.NoSuchField }}\n")
+    wait_for(lambda: "NoSuchField" in cluster.log(proc), timeout=10, what="the Go template error logged")
+    line = next(x for x in cluster.log(proc).splitlines() if "NoSuchField" in x)
+    assert "haproxy.cfg.tmpl" in line and "can't evaluate field NoSuchField" in line
+    cluster.sim.delete_node("master-2")
+    time.sleep(2.5)
+    assert "master-2" not in cluster.served(), "the last good template keeps applying backend changes"
+    assert cluster.lab.cfg_path.read_bytes() != good
+    assert proc.poll() is None

@@ -215,3 +215,30 @@ def test_an_unreadable_stats_socket_is_reported_once_and_recovery_is_logged(worl
     assert messages.count("stats socket /x: no such file") == 1
     assert "stats socket readable again" in messages
     assert m.status.stats_error is None
+
+
+def test_a_template_that_parses_but_fails_to_render_does_not_freeze_the_backend_list(world, caplog):
+    caplog.set_level(logging.ERROR, logger="monitor")
+    server = LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    world.template.write_text(world.template.read_text() + "{{ LBConfig.NoSuchField }}\n")
+    m.handle(TemplateChanged())
+    world.clock.now = 10.0
+    m.handle(Objects((*NODES[:2], node("m7", "192.0.2.77"))))
+    world.clock.now = 10.0 + world.settings.settle
+    m.tick()
+    m.handle(Objects((*NODES[:1], node("m7", "192.0.2.77"))))
+    world.clock.now = 20.0
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m7"], "the last template that rendered keeps HAProxy current"
+    assert "NoSuchField" not in world.cfg.read_text()
+    ready, checks = m.readyz()
+    assert not ready and "NoSuchField" in str(checks["template"])
+    assert len([r for r in caplog.records if "NoSuchField" in r.getMessage()]) == 1
+    world.template.write_text((REPO / "templates" / "haproxy.cfg.j2").read_text())
+    m.handle(TemplateChanged())
+    assert m.readyz()[0] is True
+    server.close()
+    assert server.received.count(b"reload\n") == 3

@@ -124,3 +124,35 @@ def test_monitor_render_names_the_bad_json_field(tmp_path):
     proc = _cli("render", str(J2), str(data))
     assert proc.returncode == 1
     assert "ApiPort" in proc.stderr and str(data) in proc.stderr
+
+
+def test_monitor_render_renders_go_templates_like_the_jinja_twin(tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text(
+        json.dumps(
+            {
+                "LBConfig": {
+                    "ApiPort": 6443,
+                    "LbPort": 9445,
+                    "StatPort": 29445,
+                    "FrontendAddr": "::",
+                    "Backends": [{"Host": "m0", "Address": "2001:db8::11", "Port": 6443}],
+                }
+            }
+        )
+    )
+    go = _cli("render", str(REPO / "templates" / "haproxy.cfg.tmpl"), str(data))
+    j2 = _cli("render", str(J2), str(data))
+    assert go.returncode == 0 and j2.returncode == 0, go.stderr + j2.stderr
+    assert go.stdout == j2.stdout and "server m0 2001:db8::11:6443" in go.stdout
+
+
+def test_monitor_render_reports_go_template_errors_with_template_and_line(tmp_path):
+    tpl = tmp_path / "t.tmpl"
+    tpl.write_text("ok\n{{ .LBConfig.LbPort }}\n{{ if }}\n")
+    data = tmp_path / "d.json"
+    data.write_text('{"ApiPort": 1, "LbPort": 2, "StatPort": 3, "Backends": []}')
+    proc = _cli("render", str(tpl), str(data))
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "t.tmpl:3" in lines[0], lines

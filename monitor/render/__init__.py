@@ -71,15 +71,14 @@ class _GoTemplate:
             ) from None
         self._gt = gotemplate
         self._path = path
-        self._source = source
         try:
-            gotemplate.parse_go_template(source, name=path.name)
+            self._template = gotemplate.parse_go_template(source, name=path.name)
         except gotemplate.GoTemplateError as exc:
             raise RenderError(f"{path}: {exc}") from None
 
     def render(self, lbconfig: LBConfig) -> str:
         try:
-            return self._gt.render_lbconfig(self._source, lbconfig, name=self._path.name)
+            return self._template.execute(self._gt.lbconfig_value(lbconfig))
         except self._gt.GoTemplateError as exc:
             raise RenderError(f"{self._path}: {exc}") from None
 
@@ -91,6 +90,7 @@ class Renderer:
         self.path = path
         self.language = template_language(path, language)
         self._compiled: _Compiled | None = None
+        self._last_good: _Compiled | None = None
         self.mode: int = 0o644
 
     def load(self) -> None:
@@ -112,4 +112,16 @@ class Renderer:
         if self._compiled is None:
             self.load()
         assert self._compiled is not None
-        return self._compiled.render(lbconfig)
+        text = self._compiled.render(lbconfig)
+        self._last_good = self._compiled
+        return text
+
+    def render_last_good(self, lbconfig: LBConfig) -> str | None:
+        """Render with the last template that rendered successfully, if it is not the current one.
+
+        A template edit that parses but fails to render must not freeze the backend list: the loop keeps
+        HAProxy's servers current with the previous template while it reports the broken one.
+        """
+        if self._last_good is None or self._last_good is self._compiled:
+            return None
+        return self._last_good.render(lbconfig)

@@ -14,6 +14,8 @@
 //   - generic: D is decoded into interface{} with UseNumber; a number that parses as an
 //     int64 becomes a Go int, any other number a float64 (the Python side does the same:
 //     json.loads gives int for integral literals without '.', 'e' or 'E').
+//
+// Slices are copied so that their capacity equals their length (see convertNumbers).
 package main
 
 import (
@@ -75,10 +77,13 @@ func convertNumbers(v interface{}) interface{} {
 		}
 		return x
 	case []interface{}:
+		// make gives cap == len: the JSON decoder's spare capacity would otherwise let
+		// `slice` reach past the length, an artefact Python lists do not model.
+		out := make([]interface{}, len(x))
 		for i, e := range x {
-			x[i] = convertNumbers(e)
+			out[i] = convertNumbers(e)
 		}
-		return x
+		return out
 	}
 	return v
 }
@@ -88,6 +93,11 @@ func decode(mode string, raw []byte) (interface{}, error) {
 		var root Root
 		if err := json.Unmarshal(raw, &root); err != nil {
 			return nil, err
+		}
+		if root.LBConfig.Backends != nil {
+			exact := make([]Backend, len(root.LBConfig.Backends))
+			copy(exact, root.LBConfig.Backends)
+			root.LBConfig.Backends = exact
 		}
 		return root, nil
 	}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from monitor.render.gotemplate.values import NO_VALUE, GoSlice, GoStruct, TypedInt, go_len_str, type_name
+from monitor.render.gotemplate.values import NO_VALUE, GoSlice, GoStruct, TypedInt, type_name
 
 _SURROGATE = "surrogateescape"
 
@@ -12,20 +12,21 @@ _SURROGATE = "surrogateescape"
 class _Spec:
     """Flags, width and precision of one verb."""
 
-    __slots__ = ("minus", "plus", "plus_v", "prec", "sharp", "space", "wid", "zero")
+    __slots__ = ("minus", "plus", "plus_v", "prec", "sharp", "sharp_v", "space", "wid", "zero")
 
     def __init__(self) -> None:
         self.minus = False
         self.plus = False
         self.plus_v = False
         self.sharp = False
+        self.sharp_v = False
         self.space = False
         self.zero = False
         self.wid = -1
         self.prec = -1
 
 
-_PLAIN = _Spec()
+PLAIN = _Spec()
 
 
 def _pad(spec: _Spec, text: str, *, zero: bool | None = None) -> str:
@@ -112,7 +113,9 @@ def _quote_rune(code: int, *, ascii_only: bool) -> str:
 
 
 def _can_backquote(text: str) -> bool:
-    return all(ch == "\t" or (ch != "`" and ord(ch) >= 0x20 and ch != "\x7f" and ch != "\ufeff") for ch in text)
+    return all(
+        ch == "\t" or (ch != "`" and ord(ch) >= 0x20 and ch != "\x7f" and ch != "\ufeff") for ch in text
+    )
 
 
 def _fmt_integer(spec: _Spec, value: int, verb: str, *, unsigned: bool) -> str:
@@ -144,7 +147,7 @@ def _fmt_integer(spec: _Spec, value: int, verb: str, *, unsigned: bool) -> str:
             prec -= 1
     if prec > len(digits):
         digits = "0" * (prec - len(digits)) + digits
-    if spec.sharp or (verb == "v" and spec.sharp and unsigned):
+    if spec.sharp:
         if base == 8 and not digits.startswith("0"):
             digits = "0" + digits
         elif base == 16:
@@ -186,31 +189,47 @@ def _exp_suffix(letter: str, exponent: int) -> str:
 
 
 def _format_g_shortest(value: float, upper: bool) -> str:
+    # strconv.FormatFloat(v, 'g', -1, 64): shortest digits, %e form when exp < -4 || exp >= 6.
     digits, point = _shortest(value)
     exponent = point - 1
-    if exponent < -4 or exponent >= max(len(digits), 21 if False else 6) and exponent >= 6 or exponent < -4:
-        pass
-    if exponent < -4 or exponent >= 21:
-        use_exp = True
-    else:
-        use_exp = exponent >= 6 if len(digits) <= 6 else exponent >= len(digits)
-        use_exp = exponent < -4 or exponent >= 6 and exponent >= _eprec_shortest(digits, point)
-    if use_exp:
-        text = digits[0] + ("." + digits[1:] if len(digits) > 1 else "") + _exp_suffix("E" if upper else "e", exponent)
-    elif point <= 0:
-        text = "0." + "0" * (-point) + digits
-    elif point >= len(digits):
-        text = digits + "0" * (point - len(digits))
-    else:
-        text = digits[:point] + "." + digits[point:]
-    return text
+    if exponent < -4 or exponent >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return mantissa + _exp_suffix("E" if upper else "e", exponent)
+    if point <= 0:
+        return "0." + "0" * (-point) + digits
+    if point >= len(digits):
+        return digits + "0" * (point - len(digits))
+    return digits[:point] + "." + digits[point:]
 
 
-def _eprec_shortest(digits: str, point: int) -> int:
-    # strconv: for the shortest form the %e/%f decision uses precision 6, but an exact
-    # integer with more digits stays in %f only when it has at most 21 digits ("eprec = 21"
-    # applies to 'g' with digs.nd > ... ); Go 1.19 uses: eprec = 6 when shortest.
-    return 6
+def _hex_float(value: float, prec: int, *, upper: bool) -> str:
+    """strconv's 'x' format: 0x1.8p+00 (mantissa normalised to a leading 1)."""
+    if value == 0:
+        mant, exp = 0, 0
+    else:
+        fraction, exp2 = math.frexp(value)
+        mant = int(fraction * (1 << 53))  # 53 significant bits, top bit set
+        exp = exp2 - 1
+    if prec >= 0 and mant:
+        shift = 52 - 4 * prec
+        if shift > 0:
+            half = 1 << (shift - 1)
+            low = mant & ((1 << shift) - 1)
+            mant >>= shift
+            if low > half or (low == half and mant & 1):
+                mant += 1
+            mant <<= shift
+            if mant >> 53:
+                mant >>= 1
+                exp += 1
+    frac = mant & ((1 << 52) - 1)
+    lead = "1" if mant else "0"
+    digits = f"{frac:013x}"
+    digits = digits.rstrip("0") if prec < 0 else (digits + "0" * prec)[:prec]
+    text = (
+        "0x" + lead + ("." + digits if digits else "") + "p" + ("-" if exp < 0 else "+") + f"{abs(exp):02d}"
+    )
+    return text.upper() if upper else text
 
 
 def _fmt_float(spec: _Spec, value: float, verb: str) -> str:
@@ -223,14 +242,18 @@ def _fmt_float(spec: _Spec, value: float, verb: str) -> str:
     prec = spec.prec
     upper = verb in ("G", "E", "F")
     if verb in ("v", "g", "G"):
-        if prec < 0:
-            body = _format_g_shortest(value, upper)
-        else:
-            body = format(abs(value), f".{prec}{'G' if upper else 'g'}")
+        shortest = prec < 0
+        body = (
+            _format_g_shortest(value, upper)
+            if shortest
+            else format(abs(value), f".{prec}{'G' if upper else 'g'}")
+        )
     elif verb in ("e", "E"):
         body = format(abs(value), f".{6 if prec < 0 else prec}{verb}")
     elif verb in ("f", "F"):
         body = format(abs(value), f".{6 if prec < 0 else prec}f")
+    elif verb in ("x", "X"):
+        body = _hex_float(abs(value), prec, upper=verb == "X")
     else:  # pragma: no cover - callers only pass float verbs we support
         raise AssertionError(verb)
     negative = math.copysign(1.0, value) < 0
@@ -254,25 +277,27 @@ def _fmt_string(spec: _Spec, value: str, verb: str) -> str:
     pattern = "{:02x}" if verb == "x" else "{:02X}"
     parts = [pattern.format(b) for b in raw]
     prefix = ("0x" if verb == "x" else "0X") if spec.sharp else ""
-    if spec.space:
-        text = " ".join(prefix + p for p in parts)
-    else:
-        text = prefix + "".join(parts) if parts else ""
+    joined = prefix + "".join(parts) if parts else ""
+    text = " ".join(prefix + p for p in parts) if spec.space else joined
     return _pad(spec, text)
 
 
 def _bad_verb(verb: str, value: object) -> str:
     if value is None or value is NO_VALUE:
         return f"%!{verb}(<nil>)"
-    return f"%!{verb}({type_name(value)}={format_value(value, 'v', _PLAIN, depth=0)})"
+    return f"%!{verb}({type_name(value)}={format_value(value, 'v', PLAIN, depth=0)})"
 
 
 def format_value(value: object, verb: str, spec: _Spec, *, depth: int) -> str:
     """One operand formatted as fmt's printArg/printValue would."""
     if value is None or value is NO_VALUE:
+        if depth > 0 and spec.sharp_v:
+            return "interface {}(nil)"
         if depth > 0 or verb == "v":
             return _pad(spec, "<nil>")
         return _bad_verb(verb, value)
+    if spec.sharp_v and verb == "v":
+        return _format_sharp_v(value, spec, depth)
     if isinstance(value, str):
         if verb in ("v", "s", "q", "x", "X"):
             return _fmt_string(spec, value, verb)
@@ -297,7 +322,7 @@ def format_value(value: object, verb: str, spec: _Spec, *, depth: int) -> str:
             return _pad(spec, text, zero=False)
         return _bad_verb(verb, value)
     if isinstance(value, float):
-        if verb in ("v", "g", "G", "e", "E", "f", "F"):
+        if verb in ("v", "g", "G", "e", "E", "f", "F", "x", "X"):
             return _fmt_float(spec, value, verb)
         return _bad_verb(verb, value)
     if isinstance(value, GoStruct):
@@ -311,15 +336,56 @@ def format_value(value: object, verb: str, spec: _Spec, *, depth: int) -> str:
         return "[" + " ".join(format_value(item, verb, spec, depth=depth + 1) for item in items) + "]"
     if isinstance(value, dict):
         parts = [
-            format_value(key, verb, spec, depth=depth + 1) + ":" + format_value(value[key], verb, spec, depth=depth + 1)
+            format_value(key, verb, spec, depth=depth + 1)
+            + ":"
+            + format_value(value[key], verb, spec, depth=depth + 1)
             for key in sorted(value, key=lambda k: str(k).encode("utf-8", _SURROGATE))
         ]
         return "map[" + " ".join(parts) + "]"
     return _pad(spec, repr(value))
 
 
+def _format_sharp_v(value: object, spec: _Spec, depth: int) -> str:
+    """%#v: a Go-syntax representation."""
+    if isinstance(value, str):
+        return _pad(spec, _quote(value))
+    if isinstance(value, TypedInt) and value.unsigned:
+        return _pad(spec, f"0x{value.value:x}")
+    if isinstance(value, GoStruct):
+        parts = [f"{name}:{format_value(field, 'v', spec, depth=depth + 1)}" for name, field in value.fields]
+        return value.type_name + "{" + ", ".join(parts) + "}"
+    if isinstance(value, list | GoSlice):
+        if isinstance(value, GoSlice) and value.nil:
+            return type_name(value) + "(nil)"
+        items = value.items if isinstance(value, GoSlice) else value
+        return (
+            type_name(value)
+            + "{"
+            + ", ".join(format_value(i, "v", spec, depth=depth + 1) for i in items)
+            + "}"
+        )
+    if isinstance(value, dict):
+        parts = [
+            format_value(key, "v", spec, depth=depth + 1)
+            + ":"
+            + format_value(value[key], "v", spec, depth=depth + 1)
+            for key in sorted(value, key=lambda k: str(k).encode("utf-8", _SURROGATE))
+        ]
+        return type_name(value) + "{" + ", ".join(parts) + "}"
+    plain = _Spec()
+    plain.wid, plain.minus, plain.zero, plain.plus, plain.space = (
+        spec.wid,
+        spec.minus,
+        spec.zero,
+        spec.plus,
+        spec.space,
+    )
+    plain.prec = spec.prec
+    return format_value(value, "v", plain, depth=depth)
+
+
 def _operand(value: object) -> str:
-    return format_value(value, "v", _PLAIN, depth=0)
+    return format_value(value, "v", PLAIN, depth=0)
 
 
 def sprint(args: list[object]) -> str:
@@ -450,8 +516,8 @@ def sprintf(template: str, args: list[object]) -> str:
             out.append(_pad(spec, type_name(arg)))
             continue
         if verb == "v" and spec.sharp:
-            # Go-syntax representation is not modelled; fall back to plain %v.
             spec.sharp = False
+            spec.sharp_v = True
         out.append(format_value(arg, verb, spec, depth=0))
     if not reordered and arg_num < len(args):
         extra = []
@@ -488,8 +554,3 @@ def _int_from_arg(args: list[object], arg_num: int) -> tuple[int, bool, int]:
         number, _ = _int_parts(arg)
         return number, -1_000_000 <= number <= 1_000_000, arg_num + 1
     return 0, False, arg_num + 1
-
-
-def go_str_len(value: str) -> int:
-    """Length in bytes, as Go's len()."""
-    return go_len_str(value)

@@ -1,0 +1,444 @@
+"""Tree-walking evaluator of parsed Go templates, following text/template's exec.go semantics."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from monitor.render.gotemplate import gofmt
+from monitor.render.gotemplate.errors import BreakLoop, ContinueLoop, GoTemplateError
+from monitor.render.gotemplate.funcs import BUILTIN_SIGNATURES, CallError, is_true, truth
+from monitor.render.gotemplate.lexer import go_quote
+from monitor.render.gotemplate.nodes import (
+    ActionNode,
+    BoolNode,
+    BreakNode,
+    ChainNode,
+    CommandNode,
+    CommentNode,
+    ContinueNode,
+    DotNode,
+    FieldNode,
+    IdentifierNode,
+    IfNode,
+    ListNode,
+    NilNode,
+    Node,
+    NumberNode,
+    PipeNode,
+    RangeNode,
+    StringNode,
+    TemplateNode,
+    TextNode,
+    VariableNode,
+    WithNode,
+)
+from monitor.render.gotemplate.parser import Tree
+from monitor.render.gotemplate.values import NO_VALUE, GoSlice, GoStruct, TypedInt, type_name
+
+
+class _Missing:
+    __slots__ = ()
+
+
+# Go's missingVal: "no final value from a previous pipeline stage" (distinct from NO_VALUE).
+_MISSING: Final = _Missing()
+
+MAX_DEPTH: Final = 100_000
+
+
+class _State:
+    __slots__ = ("depth", "node", "out", "tree", "trees", "vars")
+
+    def __init__(self, trees: dict[str, Tree], tree: Tree, out: list[str], dot: object, depth: int) -> None:
+        self.trees = trees
+        self.tree = tree
+        self.out = out
+        self.vars: list[list[object]] = [["$", dot]]
+        self.node: Node | None = None
+        self.depth = depth
+
+    # errors ------------------------------------------------------------------------------
+    def errorf(self, message: str) -> GoTemplateError:
+        name = self.tree.name
+        node = self.node
+        if node is None:
+            return GoTemplateError(f"template: {name}: {message}", name=name, line=None)
+        text = self.tree.text[: node.pos]
+        line = text.count("\n") + 1
+        # Go counts the column in bytes.
+        col = len(text[text.rfind("\n") + 1 :].encode("utf-8", "surrogateescape"))
+        context = str(node)
+        return GoTemplateError(
+            f"template: {self.tree.parse_name}:{line}:{col}: executing {go_quote(name)} at <{context}>: {message}",
+            name=name,
+            line=line,
+        )
+
+    # walking -----------------------------------------------------------------------------
+    def walk(self, dot: object, node: Node) -> None:
+        cls = type(node)
+        if cls is TextNode:
+            assert isinstance(node, TextNode)
+            self.out.append(node.text)
+        elif cls is ActionNode:
+            assert isinstance(node, ActionNode)
+            self.node = node
+            value = self.eval_pipeline(dot, node.pipe)
+            if not node.pipe.decl:
+                self.print_value(node, value)
+        elif cls is ListNode:
+            assert isinstance(node, ListNode)
+            for child in node.nodes:
+                self.walk(dot, child)
+        elif cls is IfNode or cls is WithNode:
+            assert isinstance(node, IfNode | WithNode)
+            mark = len(self.vars)
+            self.node = node
+            value = self.eval_pipeline(dot, node.pipe)
+            ok, is_truthy = is_true(value)
+            if not ok:
+                raise self.errorf(f"if/with can't use {gofmt.format_value(value, 'v', gofmt.PLAIN, depth=0)}")
+            if is_truthy:
+                self.walk(value if cls is WithNode else dot, node.list)
+            elif node.else_list is not None:
+                self.walk(dot, node.else_list)
+            del self.vars[mark:]
+        elif cls is RangeNode:
+            assert isinstance(node, RangeNode)
+            self.walk_range(dot, node)
+        elif cls is TemplateNode:
+            assert isinstance(node, TemplateNode)
+            self.walk_template(dot, node)
+        elif cls is BreakNode:
+            raise BreakLoop
+        elif cls is ContinueNode:
+            raise ContinueLoop
+        elif cls is CommentNode:
+            pass
+        else:  # pragma: no cover - the parser only builds the nodes above
+            self.node = node
+            raise self.errorf(f"unknown node: {node}")
+
+    def walk_range(self, dot: object, node: RangeNode) -> None:
+        outer = len(self.vars)
+        self.node = node
+        value = self.eval_pipeline(dot, node.pipe)
+        mark = len(self.vars)
+        decls = len(node.pipe.decl)
+        items: list[tuple[object, object]] | None = None
+        if isinstance(value, list):
+            items = list(enumerate(value))
+        elif isinstance(value, GoSlice):
+            items = list(enumerate(value.items))
+        elif isinstance(value, dict):
+            items = [(k, value[k]) for k in sorted(value, key=lambda k: k.encode("utf-8", "surrogateescape"))]
+        elif value is not NO_VALUE:
+            raise self.errorf(
+                f"range can't iterate over {gofmt.format_value(value, 'v', gofmt.PLAIN, depth=0)}"
+            )
+        try:
+            if items:
+                body = node.list
+                for index, elem in items:
+                    if decls > 0:
+                        self.vars[mark - 1][1] = elem
+                    if decls > 1:
+                        self.vars[mark - 2][1] = index
+                    try:  # noqa: SIM105 - cheaper than contextlib.suppress in the per-element loop
+                        self.walk(elem, body)
+                    except ContinueLoop:
+                        pass
+                    del self.vars[mark:]
+                return
+            if node.else_list is not None:
+                self.walk(dot, node.else_list)
+        except BreakLoop:
+            pass
+        finally:
+            del self.vars[outer:]
+
+    def walk_template(self, dot: object, node: TemplateNode) -> None:
+        self.node = node
+        tree = self.trees.get(node.name)
+        if tree is None or tree.root is None:
+            raise self.errorf(f"template {go_quote(node.name)} not defined")
+        if self.depth >= MAX_DEPTH:
+            raise self.errorf(f"exceeded maximum template depth ({MAX_DEPTH})")
+        value = self.eval_pipeline(dot, node.pipe) if node.pipe is not None else NO_VALUE
+        state = _State(self.trees, tree, self.out, value, self.depth + 1)
+        try:
+            state.walk(value, tree.root)
+        except RecursionError:
+            # Python's stack ends long before Go's depth limit; fail the same way, at this call.
+            self.node = node
+            raise self.errorf(f"exceeded maximum template depth ({MAX_DEPTH})") from None
+
+    # printing ----------------------------------------------------------------------------
+    def print_value(self, node: Node, value: object) -> None:
+        cls = type(value)
+        if cls is str:
+            assert isinstance(value, str)
+            self.out.append(value)
+        elif cls is int:
+            self.out.append(str(value))
+        elif cls is TypedInt:
+            assert isinstance(value, TypedInt)
+            self.out.append(str(value.value))
+        elif value is NO_VALUE:
+            self.out.append("<no value>")
+        else:
+            self.out.append(gofmt.format_value(value, "v", gofmt.PLAIN, depth=0))
+
+    # pipelines ---------------------------------------------------------------------------
+    def eval_pipeline(self, dot: object, pipe: PipeNode) -> object:
+        self.node = pipe
+        value: object = _MISSING
+        for cmd in pipe.cmds:
+            value = self.eval_command(dot, cmd, value)
+            if value is None:
+                value = NO_VALUE  # a nil interface{} becomes the invalid value
+        for var in pipe.decl:
+            name = var.idents[0]
+            if pipe.is_assign:
+                self.set_var(var, name, value)
+            else:
+                self.vars.append([name, value])
+        return value
+
+    def set_var(self, node: Node, name: str, value: object) -> None:
+        for entry in reversed(self.vars):
+            if entry[0] == name:
+                entry[1] = value
+                return
+        self.node = node
+        raise self.errorf(f"undefined variable: {name}")
+
+    def var_value(self, name: str) -> object:
+        for entry in reversed(self.vars):
+            if entry[0] == name:
+                return entry[1]
+        raise self.errorf(f"undefined variable: {name}")
+
+    def not_a_function(self, args: list[Node] | None, final: object) -> None:
+        if (args is not None and len(args) > 1) or final is not _MISSING:
+            assert args is not None
+            raise self.errorf(f"can't give argument to non-function {args[0]}")
+
+    def eval_command(self, dot: object, cmd: CommandNode, final: object) -> object:
+        first = cmd.args[0]
+        cls = type(first)
+        if cls is FieldNode:
+            assert isinstance(first, FieldNode)
+            self.node = first
+            return self.eval_field_chain(dot, dot, first, first.idents, cmd.args, final)
+        if cls is VariableNode:
+            assert isinstance(first, VariableNode)
+            return self.eval_variable(dot, first, cmd.args, final)
+        if cls is IdentifierNode:
+            assert isinstance(first, IdentifierNode)
+            return self.eval_function(dot, first, cmd, cmd.args, final)
+        if cls is ChainNode:
+            assert isinstance(first, ChainNode)
+            return self.eval_chain(dot, first, cmd.args, final)
+        if cls is PipeNode:
+            assert isinstance(first, PipeNode)
+            self.not_a_function(cmd.args, final)
+            return self.eval_pipeline(dot, first)
+        self.node = first
+        self.not_a_function(cmd.args, final)
+        if cls is BoolNode:
+            assert isinstance(first, BoolNode)
+            return first.value
+        if cls is DotNode:
+            return dot
+        if cls is NilNode:
+            raise self.errorf("nil is not a command")
+        if cls is NumberNode:
+            assert isinstance(first, NumberNode)
+            return self.ideal_constant(first)
+        if cls is StringNode:
+            assert isinstance(first, StringNode)
+            return first.text
+        raise self.errorf(f"can't evaluate command {go_quote(str(first))}")
+
+    def ideal_constant(self, node: NumberNode) -> object:
+        self.node = node
+        text = node.text
+        is_hex_int = len(text) > 2 and text[0] == "0" and text[1] in "xX" and not any(c in text for c in "pP")
+        if node.is_float and not is_hex_int and text[0] != "'" and any(c in text for c in ".eEpP"):
+            return node.as_float
+        if node.is_int:
+            return node.as_int
+        if node.is_uint:
+            raise self.errorf(f"{text} overflows int")
+        return NO_VALUE
+
+    def eval_chain(self, dot: object, chain: ChainNode, args: list[Node] | None, final: object) -> object:
+        self.node = chain
+        if isinstance(chain.node, NilNode):
+            raise self.errorf(f"indirection through explicit nil in {chain}")
+        receiver = self.eval_arg(dot, "value", chain.node)
+        return self.eval_field_chain(dot, receiver, chain, chain.fields, args, final)
+
+    def eval_variable(self, dot: object, var: VariableNode, args: list[Node] | None, final: object) -> object:
+        self.node = var
+        value = self.var_value(var.idents[0])
+        if len(var.idents) == 1:
+            self.not_a_function(args, final)
+            return value
+        return self.eval_field_chain(dot, value, var, var.idents[1:], args, final)
+
+    def eval_field_chain(
+        self,
+        dot: object,
+        receiver: object,
+        node: Node,
+        idents: list[str],
+        args: list[Node] | None,
+        final: object,
+    ) -> object:
+        last = len(idents) - 1
+        from_map = False
+        for i in range(last):
+            from_map_next = type(receiver) is dict
+            receiver = self.eval_field(idents[i], None, _MISSING, receiver, from_map=from_map)
+            from_map = from_map_next
+        return self.eval_field(idents[last], args, final, receiver, from_map=from_map)
+
+    def eval_field(
+        self, name: str, args: list[Node] | None, final: object, receiver: object, *, from_map: bool
+    ) -> object:
+        # Errors here report the node last evaluated, like Go (evalField never moves the position).
+        cls = type(receiver)
+        has_args = (args is not None and len(args) > 1) or final is not _MISSING
+        if cls is GoStruct:
+            assert isinstance(receiver, GoStruct)
+            for key, value in receiver.fields:
+                if key == name:
+                    if has_args:
+                        raise self.errorf(f"{name} has arguments but cannot be invoked as function")
+                    return value
+        elif cls is dict:
+            assert isinstance(receiver, dict)
+            if has_args:
+                raise self.errorf(f"{name} is not a method but has arguments")
+            return receiver.get(name, NO_VALUE)
+        elif receiver is NO_VALUE:
+            return NO_VALUE
+        elif receiver is None:
+            raise self.errorf(f"nil pointer evaluating interface {{}}.{name}")
+        # A value looked up in a map[string]interface {} has the static type interface {}.
+        static_type = "interface {}" if from_map else type_name(receiver)
+        raise self.errorf(f"can't evaluate field {name} in type {static_type}")
+
+    # functions ---------------------------------------------------------------------------
+    def eval_function(
+        self, dot: object, node: IdentifierNode, cmd: Node, args: list[Node] | None, final: object
+    ) -> object:
+        self.node = node
+        name = node.name
+        signature = BUILTIN_SIGNATURES.get(name)
+        if signature is None:
+            raise self.errorf(f"{go_quote(name)} is not a defined function")
+        call_args = args[1:] if args is not None else []
+        num_in = len(call_args) + (0 if final is _MISSING else 1)
+        num_fixed = len(signature.fixed)
+        if signature.variadic is not None:
+            if num_in < num_fixed:
+                raise self.errorf(
+                    f"wrong number of args for {name}: want at least {num_fixed} got {len(call_args)}"
+                )
+        elif num_in != num_fixed:
+            raise self.errorf(f"wrong number of args for {name}: want {num_fixed} got {num_in}")
+
+        if name in ("and", "or"):
+            want = name == "or"
+            value: object = NO_VALUE
+            for arg in call_args:
+                value = self.eval_arg(dot, "value", arg)
+                if truth(value) == want:
+                    return value
+            if final is not _MISSING:
+                value = self.validate(final, "value")
+            return value
+
+        argv: list[object] = []
+        for i, arg in enumerate(call_args):
+            kind = signature.fixed[i] if i < num_fixed else signature.variadic
+            assert kind is not None
+            argv.append(self.eval_arg(dot, kind, arg))
+        if final is not _MISSING:
+            position = len(call_args)
+            kind = signature.fixed[position] if position < num_fixed else signature.variadic
+            assert kind is not None
+            argv.append(self.validate(final, kind))
+        try:
+            return signature.impl(argv)
+        except CallError as exc:
+            self.node = cmd
+            raise self.errorf(f"error calling {name}: {exc}") from None
+
+    def validate(self, value: object, kind: str) -> object:
+        if kind == "string":
+            if isinstance(value, str):
+                return value
+            if value is NO_VALUE:
+                raise self.errorf("invalid value; expected string")
+            got = "interface {}" if value is None else type_name(value)
+            raise self.errorf(f"wrong type for value; expected string; got {got}")
+        if value is NO_VALUE and kind == "any":
+            return None
+        return value
+
+    def eval_arg(self, dot: object, kind: str, node: Node) -> object:
+        self.node = node
+        cls = type(node)
+        if cls is DotNode:
+            return self.validate(dot, kind)
+        if cls is NilNode:
+            if kind == "string":
+                raise self.errorf("cannot assign nil to string")
+            return NO_VALUE if kind == "value" else None
+        if cls is FieldNode:
+            assert isinstance(node, FieldNode)
+            return self.validate(self.eval_field_chain(dot, dot, node, node.idents, [node], _MISSING), kind)
+        if cls is VariableNode:
+            assert isinstance(node, VariableNode)
+            return self.validate(self.eval_variable(dot, node, None, _MISSING), kind)
+        if cls is PipeNode:
+            assert isinstance(node, PipeNode)
+            return self.validate(self.eval_pipeline(dot, node), kind)
+        if cls is IdentifierNode:
+            assert isinstance(node, IdentifierNode)
+            return self.validate(self.eval_function(dot, node, node, None, _MISSING), kind)
+        if cls is ChainNode:
+            assert isinstance(node, ChainNode)
+            return self.validate(self.eval_chain(dot, node, None, _MISSING), kind)
+        if kind == "string":
+            if isinstance(node, StringNode):
+                return node.text
+            raise self.errorf(f"expected string; found {node}")
+        if isinstance(node, BoolNode):
+            return node.value
+        if isinstance(node, NumberNode):
+            return self.ideal_constant(node)
+        if isinstance(node, StringNode):
+            return node.text
+        raise self.errorf(f"can't handle assignment of {node} to empty interface argument")
+
+
+def execute(trees: dict[str, Tree], name: str, data: object) -> str:
+    """Run the template ``name`` of a parsed set over data; returns the whole output."""
+    tree = trees.get(name)
+    out: list[str] = []
+    dot = NO_VALUE if data is None else data
+    if tree is None or tree.root is None:
+        raise GoTemplateError(
+            f"template: {name}: {go_quote(name)} is an incomplete or empty template", name=name, line=None
+        )
+    state = _State(trees, tree, out, dot, 0)
+    try:
+        state.walk(dot, tree.root)
+    except RecursionError:
+        raise state.errorf(f"exceeded maximum template depth ({MAX_DEPTH})") from None
+    return "".join(out)
