@@ -328,9 +328,20 @@ class Monitor:
             text = self.renderer.render(config)
         except RenderError as exc:
             self.metrics.render_errors.inc()
-            self.status.config_error = str(exc)
-            self._config_errors.error(str(exc))
-            return
+            self.status.template_error = str(exc)
+            self._template_errors.error(str(exc))
+            try:
+                fallback = self.renderer.render_last_good(config)
+            except RenderError:
+                fallback = None
+            if fallback is None:
+                self.status.config_error = str(exc)
+                return
+            text = fallback
+        else:
+            if self._template_ok:
+                self.status.template_error = None
+                self._template_errors.clear("template renders again")
         try:
             changed = self.writer.write(text, mode=self.renderer.mode)
         except ValidationError as exc:
