@@ -155,6 +155,7 @@ class Monitor:
         self._steering_errors = OnceLog(self._log["steering"])
         self._stats_errors = OnceLog(self._log["stats"])
         self._template_ok = True
+        self._stats_seen = False
 
     # -- public -------------------------------------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -416,9 +417,16 @@ class Monitor:
 
     def _on_stats(self, event: StatsObserved) -> None:
         if event.error:
+            if not self._stats_seen and self.status.stats_error is None:
+                # HAProxy usually starts after us: not an error until the socket has worked once.
+                self._log["stats"].info("waiting for HAProxy's stats socket", detail=event.error)
+            elif self._stats_seen:
+                self._stats_errors.error(event.error)
             self.status.stats_error = event.error
-            self._stats_errors.error(event.error)
             return
+        if not self._stats_seen:
+            self._log["stats"].info("stats socket readable")
+        self._stats_seen = True
         self.status.stats_error = None
         self._stats_errors.clear("stats socket readable again")
         previous = self.status.servers
