@@ -223,11 +223,12 @@ class Monitor:
 
     def shutdown(self) -> None:
         """Remove steering (traffic must not be sent to a HAProxy nobody watches) and stop."""
-        if self.steering is not None and self.status.steering_active:
-            _changed, error = self.steering.remove()
+        if self.steering is not None:
+            # Unconditional: rules may exist that this process never saw installed (a previous run's).
+            changed, error = self.steering.remove()
             if error:
-                self._log["steering"].error(error)
-            else:
+                self._steering_errors.error(error)
+            elif changed:
                 self._log["steering"].info("steering rules removed on shutdown")
             self.status.steering_active = False
         self.stopped.set()
