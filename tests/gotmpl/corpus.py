@@ -9,6 +9,9 @@ GENERIC: list[tuple[str, Any]] = [
     ('{{range $i, $e := .}}{{$i}}={{printf "%05d|%-4s|%q|%v" $e "ab" "x\\"y" 1.5}}{{end}}', [1, 2]),
     ('{{.x}} {{.y}} {{.y.z}} {{print .x .y}} {{printf "%v %d %s" .x .y .x}}', {"x": "a"}),
     ("{{.n.z}}", {"n": None}),
+    # A nil inside a container is written bare by fmt, whatever the width or verb (found by hypothesis).
+    ('{{printf "%8v|%-6v|%8d|%s|%x" . .l . .l .}} {{printf "%8v" .a}}', {"a": None, "l": [None, 1]}),
+    ('{{printf "%8d|%-8d|%+s|%08s|%.1d|%6t|%x" "s" "t" 5 true 2.5 1 nil}}', {}),
     ("{{index .l 0}} {{index .l 5}}", {"l": [1, None]}),
     ('{{len .}} {{len .a}} {{slice .a 1 2}} {{slice "héllo" 1 3}} {{index "abc" 1}}', {"a": [1, 2, 3]}),
     ("{{eq 1 1.0}}", {}),

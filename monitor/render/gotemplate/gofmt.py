@@ -282,10 +282,11 @@ def _fmt_string(spec: _Spec, value: str, verb: str) -> str:
     return _pad(spec, text)
 
 
-def _bad_verb(verb: str, value: object) -> str:
+def _bad_verb(verb: str, value: object, spec: _Spec) -> str:
     if value is None or value is NO_VALUE:
         return f"%!{verb}(<nil>)"
-    return f"%!{verb}({type_name(value)}={format_value(value, 'v', PLAIN, depth=0)})"
+    # fmt prints the operand with %v but keeps the flags, width and precision it was given.
+    return f"%!{verb}({type_name(value)}={format_value(value, 'v', spec, depth=0)})"
 
 
 def format_value(value: object, verb: str, spec: _Spec, *, depth: int) -> str:
@@ -293,19 +294,23 @@ def format_value(value: object, verb: str, spec: _Spec, *, depth: int) -> str:
     if value is None or value is NO_VALUE:
         if depth > 0 and spec.sharp_v:
             return "interface {}(nil)"
-        if depth > 0 or verb == "v":
+        if depth > 0:
+            return (
+                "<nil>"  # a nil interface inside a container: fmt writes it bare, whatever the verb or width
+            )
+        if verb == "v":
             return _pad(spec, "<nil>")
-        return _bad_verb(verb, value)
+        return _bad_verb(verb, value, spec)
     if spec.sharp_v and verb == "v":
         return _format_sharp_v(value, spec, depth)
     if isinstance(value, str):
         if verb in ("v", "s", "q", "x", "X"):
             return _fmt_string(spec, value, verb)
-        return _bad_verb(verb, value)
+        return _bad_verb(verb, value, spec)
     if isinstance(value, bool):
         if verb in ("v", "t"):
             return _pad(spec, "true" if value else "false")
-        return _bad_verb(verb, value)
+        return _bad_verb(verb, value, spec)
     if _is_int(value):
         number, unsigned = _int_parts(value)
         if verb in ("v", "d", "b", "o", "O", "x", "X"):
@@ -320,11 +325,11 @@ def format_value(value: object, verb: str, spec: _Spec, *, depth: int) -> str:
             if spec.sharp and 0 <= number <= 0x10FFFF and chr(number).isprintable():
                 text += f" '{chr(number)}'"
             return _pad(spec, text, zero=False)
-        return _bad_verb(verb, value)
+        return _bad_verb(verb, value, spec)
     if isinstance(value, float):
         if verb in ("v", "g", "G", "e", "E", "f", "F", "x", "X"):
             return _fmt_float(spec, value, verb)
-        return _bad_verb(verb, value)
+        return _bad_verb(verb, value, spec)
     if isinstance(value, GoStruct):
         parts = []
         for name, field in value.fields:
