@@ -162,7 +162,20 @@ def main() -> int:
             time.sleep(5)
             flap_reloads = log_path.read_text().count("reload sent") - before
             print(
-                f"reloads caused by a {args.flap_seconds:.0f} s 1 Hz flap ({toggles} toggles): {flap_reloads}"
+                f"reloads caused by a {args.flap_seconds:.0f} s 1 Hz flap away from and back to the served address "
+                f"({toggles} toggles): {flap_reloads}"
+            )
+            before = log_path.read_text().count("reload sent")
+            for i in range(toggles):  # worst case: the address never returns to the served one
+                sim.update_node(
+                    "master-1", addresses=[("InternalIP", "127.0.1.38" if i % 2 == 0 else "127.0.1.37")]
+                )
+                time.sleep(0.5)
+            time.sleep(5)
+            flap_reloads = log_path.read_text().count("reload sent") - before
+            print(
+                f"reloads caused by a {args.flap_seconds:.0f} s 1 Hz flap between two new addresses "
+                f"({toggles} toggles): {flap_reloads}"
             )
             time.sleep(2)
             req0 = sim.request_count()
