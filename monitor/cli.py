@@ -96,21 +96,36 @@ def build_parser() -> _Parser:
         "--api-vips", type=_vips, default=(), help="API VIPs, comma-separated; the first picks the family"
     )
     p.add_option("--api-vip", type=_vips, default=(), help="deprecated single API VIP (added to --api-vips)")
-    p.add_option("--api-port", type=_port, default=6443, help="port of each kube-apiserver")
-    p.add_option("--lb-port", type=_port, default=9445, help="port HAProxy listens on for API traffic")
-    p.add_option("--stat-port", type=_port, default=29445, help="HAProxy stats page port (localhost)")
-    p.add_option("--check-interval", type=_duration, default=6.0, help="health/steering cycle (Go duration)")
+    p.add_option("--api-port", type=_port, default=Settings.api_port, help="port of each kube-apiserver")
+    p.add_option(
+        "--lb-port", type=_port, default=Settings.lb_port, help="port HAProxy listens on for API traffic"
+    )
+    p.add_option(
+        "--stat-port", type=_port, default=Settings.stat_port, help="HAProxy stats page port (localhost)"
+    )
+    p.add_option(
+        "--check-interval",
+        type=_duration,
+        default=Settings.check_interval,
+        help="health/steering cycle (Go duration)",
+    )
     p.add_option(
         "--reload-socket",
         type=Path,
-        default=Path("/var/run/haproxy/haproxy-master.sock"),
+        default=Settings.reload_socket,
         help="unix socket of HAProxy's reload handler",
     )
     p.add_option(
-        "--settle", type=_duration, default=1.5, help="apply a backend change once unchanged this long"
+        "--settle",
+        type=_duration,
+        default=Settings.settle,
+        help="apply a backend change once unchanged this long",
     )
     p.add_option(
-        "--settle-max", type=_duration, default=10.0, help="apply anyway after this long of constant change"
+        "--settle-max",
+        type=_duration,
+        default=Settings.settle_max,
+        help="apply anyway after this long of constant change",
     )
     p.add_option(
         "--haproxy-bin", default=None, help="HAProxy binary to validate with (default: haproxy on PATH)"
@@ -121,11 +136,9 @@ def build_parser() -> _Parser:
         default="nodes",
         help="where API servers are read from",
     )
+    p.add_option("--node-selector", default=Settings.node_selector, help="label selector of API nodes")
     p.add_option(
-        "--node-selector", default="node-role.kubernetes.io/master=", help="label selector of API nodes"
-    )
-    p.add_option(
-        "--fallback-server", default="https://localhost:6443", help="API URL used when the primary fails"
+        "--fallback-server", default=Settings.fallback_server, help="API URL used when the primary fails"
     )
     p.add_option(
         "--template-language", choices=("go", "jinja2"), default=None, help="override the template language"
@@ -142,25 +155,31 @@ def build_parser() -> _Parser:
     p.add_option("--once", action="store_true", default=False, help="render, reload if needed, and exit")
     p.add_option(
         "--health-url",
-        default="http://127.0.0.1:9454/haproxy_monitor",
+        default=Settings.health_url,
         help="HAProxy health URL polled each cycle",
     )
     p.add_option(
-        "--health-on", type=_count, default=3, help="consecutive good checks before steering traffic"
+        "--health-on",
+        type=_count,
+        default=Settings.health_on,
+        help="consecutive good checks before steering traffic",
     )
     p.add_option(
-        "--health-off", type=_count, default=11, help="consecutive bad checks before removing steering"
+        "--health-off",
+        type=_count,
+        default=Settings.health_off,
+        help="consecutive bad checks before removing steering",
     )
     p.add_option("--no-steering", action="store_true", default=False, help="never touch nftables")
-    p.add_option("--nft-bin", default="nft", help="nft binary for steering rules")
+    p.add_option("--nft-bin", default=Settings.nft_bin, help="nft binary for steering rules")
     p.add_option(
         "--stats-socket",
         type=Path,
-        default=Path("/var/lib/haproxy/run/haproxy.sock"),
+        default=Settings.stats_socket,
         help="HAProxy admin socket read for per-server status",
     )
     p.add_option(
-        "--listen", default="127.0.0.1:9448", help="HOST:PORT of /healthz /readyz /metrics ('' = off)"
+        "--listen", default=Settings.listen, help="HOST:PORT of /healthz /readyz /metrics ('' = off)"
     )
     return p
 
