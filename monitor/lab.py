@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import itertools
 import os
+import random
 import re
 import shutil
 import signal
@@ -31,13 +33,40 @@ class LabError(RuntimeError):
     """The lab could not be set up or a condition was not reached in time."""
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports are handed out in sequence from a random start, so one process never hands out the same port twice
+# before it is bound (a counter, not state that changes behaviour).
+_NEXT_PORT = itertools.count(random.randrange(10000, 20000))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel's choice, so tests never collide on fixed ports)."""
+    """A TCP port that was free a moment ago, below the kernel's ephemeral range.
+
+    Below it, no client connection (HAProxy's health checks, the tests' own requests) can hold the port as its
+    source port, which a kernel-chosen port from bind(0) does not guarantee.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+    ceiling = min(_ephemeral_low(), 30000)  # and clear of Kubernetes' NodePort range
+    for _ in range(ceiling):
+        port = next(_NEXT_PORT)
+        if port >= ceiling:
+            break
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(family, socket.SOCK_STREAM) as s:  # exhausted: fall back to the kernel's choice
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        fallback: int = s.getsockname()[1]
+        return fallback
 
 
 def make_self_signed_cert(directory: Path, *, name: str = "fake-kube-apiserver") -> tuple[Path, Path]:
