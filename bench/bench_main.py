@@ -108,6 +108,7 @@ def main() -> int:
     ap.add_argument("--changes", type=int, default=20)
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--flap-seconds", type=float, default=12.0)
+    ap.add_argument("--template", default="haproxy.cfg.j2", help="a template in templates/ (.tmpl = Go)")
     args = ap.parse_args()
     bench_render()
     with tempfile.TemporaryDirectory(prefix="bench-main-") as d:
@@ -121,7 +122,7 @@ def main() -> int:
         ]
         for i, a in enumerate(["127.0.0.11", "127.0.0.12", "127.0.0.13"]):
             sim.add_node(f"master-{i}", labels=MASTER, addresses=[("InternalIP", a)])
-        lab = HaproxyLab(workdir=tmp / "haproxy", template=REPO / "templates" / "haproxy.cfg.j2")
+        lab = HaproxyLab(workdir=tmp / "haproxy", template=REPO / "templates" / args.template)
         lab.start_handler()
         kubeconfig = sim.write_kubeconfig(tmp / "kubeconfig")
         log_path = tmp / "monitor.log"
