@@ -376,18 +376,22 @@ class _Lexer:
         return True
 
     def char(self) -> bool:
+        return self._escaped_literal("'", T.CHAR_CONSTANT, "unterminated character constant")
+
+    def _escaped_literal(self, closing: str, token: T, unterminated: str) -> bool:
+        """Scan to ``closing``, skipping backslash escapes; a newline or the end of input is an error."""
         while True:
             ch = self.next()
             if ch == "\\":
                 nxt = self.next()
                 if nxt not in ("", "\n"):
                     continue
-                return self.error("unterminated character constant")
+                return self.error(unterminated)
             if ch in ("", "\n"):
-                return self.error("unterminated character constant")
-            if ch == "'":
+                return self.error(unterminated)
+            if ch == closing:
                 break
-        self.emit(T.CHAR_CONSTANT)
+        self.emit(token)
         return True
 
     def accept(self, valid: str) -> bool:
@@ -441,19 +445,7 @@ class _Lexer:
         return True
 
     def quote(self) -> bool:
-        while True:
-            ch = self.next()
-            if ch == "\\":
-                nxt = self.next()
-                if nxt not in ("", "\n"):
-                    continue
-                return self.error("unterminated quoted string")
-            if ch in ("", "\n"):
-                return self.error("unterminated quoted string")
-            if ch == '"':
-                break
-        self.emit(T.STRING)
-        return True
+        return self._escaped_literal('"', T.STRING, "unterminated quoted string")
 
     def raw_quote(self) -> bool:
         while True:
