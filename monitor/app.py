@@ -122,8 +122,9 @@ def run(
         relist_interval=settings.relist_interval,
         emit=lambda item: monitor.post(_to_event(item)),
     )
-    started = time.monotonic()
-    metrics.seconds_since_apply(lambda: time.monotonic() - (monitor.status.last_apply or started))
+    metrics.seconds_since_apply(
+        lambda: time.monotonic() - (monitor.status.last_apply or monitor.status.started)
+    )
     metrics.watch_counters(
         requests=lambda: float(watcher.request_count()),
         restarts=lambda: float(watcher.watch_restarts()),

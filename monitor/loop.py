@@ -80,7 +80,6 @@ class Status:
     api_fallback: bool = False
     api_server: str = ""
     api_error: str | None = None
-    have_objects: bool = False
     applied: LBConfig | None = None
     last_apply: float | None = None
     config_error: str | None = None
@@ -269,7 +268,6 @@ class Monitor:
     def _on_objects(self, event: Objects) -> None:
         self._objects = event.items
         s = self.status
-        s.have_objects = True
         s.api_reachable, s.api_error = True, None  # objects arrived: whoever served them answered
         if event.server:
             s.api_server, s.api_fallback = event.server, event.fallback

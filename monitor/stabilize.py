@@ -29,10 +29,6 @@ class Settle(Generic[T]):
         self._last_change = 0.0
         self._first_change = 0.0
 
-    @property
-    def applied(self) -> T | None:
-        return self._applied
-
     def observe(self, value: T, now: float) -> None:
         """Record the latest desired value at time ``now``."""
         if self._has_pending and value == self._pending:

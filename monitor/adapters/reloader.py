@@ -33,9 +33,6 @@ class Reloader:
         self._delay = self._backoff_min
         self._next_attempt: float | None = None
         self.last_error: str | None = None
-        self.sent = 0
-        self.failed = 0
-        self.last_sent_at: float | None = None
 
     def request(self) -> None:
         """A new config is on disk: HAProxy must reload (once, however many requests pile up)."""
@@ -53,7 +50,6 @@ class Reloader:
         try:
             self._send()
         except OSError as exc:
-            self.failed += 1
             self.last_error = self._describe(exc)
             self._next_attempt = self._clock() + self._delay * random.uniform(0.8, 1.2)
             self._delay = min(self._delay * 2, self._backoff_max)
@@ -62,8 +58,6 @@ class Reloader:
         self._next_attempt = None
         self._delay = self._backoff_min
         self.last_error = None
-        self.sent += 1
-        self.last_sent_at = self._clock()
         return True
 
     def _send(self) -> None:
