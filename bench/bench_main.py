@@ -153,31 +153,22 @@ def main() -> int:
                 f"p95 {pct(latencies, 0.95):.2f} s, max {max(latencies):.2f} s"
             )
             time.sleep(3)
-            before = log_path.read_text().count("reload sent")
             toggles = int(args.flap_seconds * 2)
-            for i in range(toggles):  # 1 Hz flap: the address goes away and comes back each second
-                sim.update_node(
-                    "master-1", addresses=[("InternalIP", "127.0.1.39" if i % 2 == 0 else "127.0.0.12")]
+
+            def flap(a: str, b: str, what: str) -> None:
+                """Toggle master-1 between two addresses every 0.5 s (a 1 Hz flap) and count the reloads."""
+                before = log_path.read_text().count("reload sent")
+                for i in range(toggles):
+                    sim.update_node("master-1", addresses=[("InternalIP", a if i % 2 == 0 else b)])
+                    time.sleep(0.5)
+                time.sleep(5)
+                reloads = log_path.read_text().count("reload sent") - before
+                print(
+                    f"reloads caused by a {args.flap_seconds:.0f} s 1 Hz flap {what} ({toggles} toggles): {reloads}"
                 )
-                time.sleep(0.5)
-            time.sleep(5)
-            flap_reloads = log_path.read_text().count("reload sent") - before
-            print(
-                f"reloads caused by a {args.flap_seconds:.0f} s 1 Hz flap away from and back to the served address "
-                f"({toggles} toggles): {flap_reloads}"
-            )
-            before = log_path.read_text().count("reload sent")
-            for i in range(toggles):  # worst case: the address never returns to the served one
-                sim.update_node(
-                    "master-1", addresses=[("InternalIP", "127.0.1.38" if i % 2 == 0 else "127.0.1.37")]
-                )
-                time.sleep(0.5)
-            time.sleep(5)
-            flap_reloads = log_path.read_text().count("reload sent") - before
-            print(
-                f"reloads caused by a {args.flap_seconds:.0f} s 1 Hz flap between two new addresses "
-                f"({toggles} toggles): {flap_reloads}"
-            )
+
+            flap("127.0.1.39", "127.0.0.12", "away from and back to the served address")
+            flap("127.0.1.38", "127.0.1.37", "between two new addresses")  # never returns to the served one
             time.sleep(2)
             req0 = sim.request_count()
             cpu0, _ = proc_stat(proc.pid)
