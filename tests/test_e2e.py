@@ -86,6 +86,15 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
+    def serve_with_editable_template(self) -> tuple[subprocess.Popen[str], Path]:
+        """HAProxy up and a monitor rendering a copy of the template that the test may edit."""
+        self.lab.start_handler()
+        template = self.tmp / "live-template.j2"
+        shutil.copy(self.lab.template_path, template)
+        proc = self.start_monitor(template=template)
+        wait_for(lambda: self.served() == ADDRESSES, timeout=15, what="the first config")
+        return proc, template
+
     def log(self, proc: subprocess.Popen[str]) -> str:
         return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
 
@@ -166,11 +175,7 @@ def test_a_monitor_started_before_haproxy_waits_and_reloads_once_the_socket_appe
 
 
 def test_a_template_edit_is_rendered_and_reloaded_without_restart(cluster: Cluster):
-    cluster.lab.start_handler()
-    template = cluster.tmp / "live-template.j2"
-    shutil.copy(cluster.lab.template_path, template)
-    proc = cluster.start_monitor(template=template)
-    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    proc, template = cluster.serve_with_editable_template()
     text = template.read_text().replace("weight 1", "weight 7")
     tmp = template.with_suffix(".new")
     tmp.write_text(text)
@@ -180,11 +185,7 @@ def test_a_template_edit_is_rendered_and_reloaded_without_restart(cluster: Clust
 
 
 def test_a_broken_template_keeps_the_live_config_and_the_monitor_running(cluster: Cluster):
-    cluster.lab.start_handler()
-    template = cluster.tmp / "live-template.j2"
-    shutil.copy(cluster.lab.template_path, template)
-    proc = cluster.start_monitor(template=template)
-    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    proc, template = cluster.serve_with_editable_template()
     good = cluster.lab.cfg_path.read_bytes()
     template.write_text(template.read_text() + "{{ LBConfig.NoSuchField }}\n")
     wait_for(lambda: "NoSuchField" in cluster.log(proc), timeout=10, what="the error logged")
