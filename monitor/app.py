@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.adapters.files import ConfigWriter, find_haproxy
 from monitor.adapters.reloader import Reloader
@@ -27,6 +27,9 @@ from monitor.metrics import Metrics
 from monitor.render import Renderer
 from monitor.settings import Settings
 
+if TYPE_CHECKING:
+    from monitor.adapters.nftables import SteeringResult
+
 
 class _Steering:
     """Adapts NftSteering's result objects to the loop's (changed, error) port."""
@@ -39,14 +42,21 @@ class _Steering:
             spec=SteeringSpec(vips=settings.api_vips, api_port=settings.api_port, lb_port=settings.lb_port),
             nft_bin=settings.nft_bin,
         )
+        self._log = Log("steering")
+
+    def _report(self, result: SteeringResult) -> tuple[bool, str | None]:
+        # The start-up sweep says once what it removed or could not check; the loop logs the rest.
+        if result.leftovers:
+            self._log.info("removed rules left by earlier monitors", removed="; ".join(result.leftovers))
+        if result.warning:
+            self._log.warning(result.warning)
+        return result.changed, result.error
 
     def ensure(self) -> tuple[bool, str | None]:
-        result = self._nft.ensure()
-        return result.changed, result.error
+        return self._report(self._nft.ensure())
 
     def remove(self) -> tuple[bool, str | None]:
-        result = self._nft.remove()
-        return result.changed, result.error
+        return self._report(self._nft.remove())
 
 
 def _poll_haproxy(settings: Settings, post: Callable[[Event], None], stop: threading.Event) -> None:

@@ -22,3 +22,9 @@ def _binary(name: str, *extra: str) -> str:
 @pytest.fixture(scope="session")
 def haproxy_bin() -> str:
     return _binary("haproxy", "/usr/sbin/haproxy")
+
+
+@pytest.fixture(scope="session")
+def iptables_nft() -> str:
+    """Debian's iptables-nft, to plant the rules the reference monitor made before it moved to nftables."""
+    return _binary("iptables-nft", "/usr/sbin/iptables-nft")

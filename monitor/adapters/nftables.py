@@ -1,30 +1,44 @@
-"""nftables adapter: reads our table with ``nft -j``, applies plans as one ``nft -f -`` transaction."""
+"""nftables adapter: reads our tables with ``nft -j``, applies each plan as one ``nft -f -`` transaction."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from monitor.steering import (
+    FAMILIES,
+    Family,
+    Listing,
     Rule,
     RulesetError,
     SteeringSpec,
     desired_rules,
-    parse_ruleset,
-    parse_table,
+    listed_tables,
+    needs_iptables_comments,
+    our_rules,
+    parse_iptables_save,
+    parse_listing,
     plan,
-    plan_removal,
+    sweep_tables,
+    vip_families,
 )
 
 
 @dataclass(frozen=True)
 class SteeringResult:
-    """Outcome of one ensure/remove: did nft change anything, a one-line error, our rule count after."""
+    """Outcome of one ensure/remove: did nft change anything, a one-line error, our rule count after.
+
+    ``leftovers`` names what the start-up sweep removed (rules earlier monitors left behind);
+    ``warning`` says why part of the sweep could not run (it does not stop steering).
+    """
 
     changed: bool
     error: str | None
     rules: int
+    leftovers: tuple[str, ...] = ()
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,12 @@ class _NftError(Exception):
 
 
 class NftSteering:
-    """Keeps the steering rules of ``spec`` installed (ensure) or absent (remove); never raises to callers."""
+    """Keeps the steering rules of ``spec`` installed (ensure) or absent (remove); never raises to callers.
+
+    The first ensure/remove also sweeps up what earlier monitors left (see ``steering.plan``); it
+    is repeated until one succeeds. After that a cycle reads only the VIP families' tables: one
+    ``nft -j list table`` per family, and one ``nft -f -`` only when something must change.
+    """
 
     def __init__(
         self,
@@ -50,30 +69,41 @@ class NftSteering:
         nft_bin: str = "nft",
         timeout: float = 5.0,
         netns: str | None = None,
+        iptables_save: Mapping[Family, Sequence[str]] | None = None,
     ) -> None:
         self._spec = spec
         self._nft_bin = nft_bin
         self._timeout = timeout
         self._netns = netns
+        # iptables-nft's own dump is the only place the text of an iptables-era ``-m comment`` shows.
+        self._iptables_save = iptables_save or {
+            "ip": ("iptables-nft-save", "iptables-save"),
+            "ip6": ("ip6tables-nft-save", "ip6tables-save"),
+        }
         # Validates the VIPs once, so a typo fails at start-up rather than on the first healthy check.
         self._desired = desired_rules(spec)
+        self._families = vip_families(spec)
+        self._swept = False
 
     @property
     def spec(self) -> SteeringSpec:
         return self._spec
 
-    def _argv(self, *args: str) -> list[str]:
+    def _argv(self, binary: str, *args: str) -> list[str]:
         prefix = ["ip", "netns", "exec", self._netns] if self._netns else []
-        return [*prefix, self._nft_bin, *args]
+        return [*prefix, binary, *args]
 
-    def _run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        if shutil.which(self._nft_bin) is None:
+    def _run(
+        self, *args: str, stdin: str | None = None, binary: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        binary = binary or self._nft_bin
+        if shutil.which(binary) is None:
             raise _NftError(
-                f"nftables: {self._nft_bin!r} not found on PATH (install nftables or pass --no-steering)"
+                f"nftables: {binary!r} not found on PATH (install nftables or pass --no-steering)"
             )
         try:
             return subprocess.run(
-                self._argv(*args),
+                self._argv(binary, *args),
                 input=stdin,
                 capture_output=True,
                 text=True,
@@ -82,10 +112,10 @@ class NftSteering:
             )
         except subprocess.TimeoutExpired as exc:
             raise _NftError(
-                f"nftables: '{self._nft_bin} {' '.join(args)}' timed out after {self._timeout}s"
+                f"nftables: '{binary} {' '.join(args)}' timed out after {self._timeout}s"
             ) from exc
         except OSError as exc:
-            raise _NftError(f"nftables: cannot run {self._nft_bin!r}: {exc.strerror or exc}") from exc
+            raise _NftError(f"nftables: cannot run {binary!r}: {exc.strerror or exc}") from exc
 
     @staticmethod
     def _first_error_line(stderr: str) -> str:
@@ -94,76 +124,120 @@ class NftSteering:
                 return line.strip()
         return "no error message"
 
-    def _read(self) -> str:
-        """``nft -j list table`` output, or "" when our table does not exist."""
-        done = self._run("-j", "list", "table", "inet", self._spec.table)
+    def _list_table(self, family: str, table: str) -> str:
+        """``nft -j list table`` output, or "" when that table does not exist."""
+        done = self._run("-j", "list", "table", family, table)
         if done.returncode == 0:
             return done.stdout
         if "No such file or directory" in done.stderr:
             return ""
         raise _NftError(
-            f"nftables: listing table inet {self._spec.table} failed: {self._first_error_line(done.stderr)}"
+            f"nftables: listing table {family} {table} failed: {self._first_error_line(done.stderr)}"
         )
+
+    def _read(self, *, sweep: bool) -> Listing:
+        if sweep:
+            done = self._run("-j", "list", "tables")
+            if done.returncode != 0:
+                raise _NftError(f"nftables: listing tables failed: {self._first_error_line(done.stderr)}")
+            present = listed_tables(done.stdout)
+            tables = [t for t in sweep_tables(self._spec) if t in present]
+        else:
+            tables = [(family, self._spec.table) for family in self._families]
+        return parse_listing(*(self._list_table(family, table) for family, table in tables))
+
+    def _iptables_comments(
+        self, listing: Listing
+    ) -> tuple[dict[Family, dict[str, list[str | None]]], str | None]:
+        """The comments of iptables-era rules, read only when a nat table holds commented rules."""
+        found: dict[Family, dict[str, list[str | None]]] = {}
+        problems: list[str] = []
+        for family in FAMILIES:
+            if not needs_iptables_comments(listing, family):
+                continue
+            tools = list(self._iptables_save[family])
+            tool = next((t for t in tools if shutil.which(t)), None)
+            if tool is None:
+                problems.append(f"{' or '.join(tools)} not found on PATH")
+                continue
+            try:
+                done = self._run("-t", "nat", binary=tool)
+            except _NftError as exc:
+                problems.append(str(exc).removeprefix("nftables: "))
+                continue
+            if done.returncode != 0 or "(nf_tables)" not in done.stdout:
+                # A legacy (x_tables) iptables-save shows other rules than nft's ip nat table.
+                why = self._first_error_line(done.stderr) if done.returncode else "not the nf_tables variant"
+                problems.append(f"{tool}: {why}")
+                continue
+            found[family] = parse_iptables_save(done.stdout)
+        warning = None
+        if problems:
+            warning = (
+                "nftables: iptables-era rules with comments in ip/ip6 nat were left alone, their comments "
+                f"cannot be read ({'; '.join(problems)}); install iptables (nf_tables variant) to remove them"
+            )
+        return found, warning
 
     def _apply(self, script: str) -> None:
         done = self._run("-f", "-", stdin=script)
         if done.returncode != 0:
             raise _NftError(
-                f"nftables: applying to table inet {self._spec.table} failed: "
-                f"{self._first_error_line(done.stderr)}"
+                f"nftables: applying to table {self._spec.table} failed: {self._first_error_line(done.stderr)}"
             )
 
-    def _ensure_once(self) -> SteeringResult:
-        text = self._read()
-        current = parse_ruleset(text, self._spec)
-        script = plan(
-            current, self._desired, self._spec, existing_chains=parse_table(text, self._spec).chains
+    def _cycle_once(self, *, steer: bool) -> SteeringResult:
+        sweep = not self._swept
+        listing = self._read(sweep=sweep)
+        comments, warning = self._iptables_comments(listing) if sweep else ({}, None)
+        result = plan(listing, self._spec, steer=steer, sweep=sweep, iptables_comments=comments)
+        if result.script is not None:
+            self._apply(result.script)
+        self._swept = True
+        if result.script is None:
+            rules = sum(len(our_rules(listing, self._spec, f)) for f in self._families)
+        else:
+            rules = len(self._desired) if steer else 0
+        return SteeringResult(
+            changed=result.script is not None,
+            error=None,
+            rules=rules,
+            leftovers=result.leftovers,
+            warning=warning,
         )
-        if script is None:
-            return SteeringResult(changed=False, error=None, rules=len(current))
-        self._apply(script)
-        return SteeringResult(changed=True, error=None, rules=len(self._desired))
 
-    def ensure(self) -> SteeringResult:
-        """Install missing rules and delete duplicates/strays, in one transaction; idempotent."""
+    def _cycle(self, *, steer: bool) -> SteeringResult:
         try:
             try:
-                return self._ensure_once()
+                return self._cycle_once(steer=steer)
             except _NftError:
                 # A rule deleted by someone else between our read and our write makes the whole
                 # transaction fail on its stale handle: read again and retry once.
-                return self._ensure_once()
+                return self._cycle_once(steer=steer)
         except (_NftError, RulesetError) as exc:
             return SteeringResult(changed=False, error=str(exc), rules=self._count_quietly())
+
+    def ensure(self) -> SteeringResult:
+        """Install missing rules and delete duplicates/strays, in one transaction; idempotent."""
+        return self._cycle(steer=True)
 
     def remove(self) -> SteeringResult:
-        """Delete our rules, and our chains/table when they hold nothing else."""
-        try:
-            try:
-                return self._remove_once()
-            except _NftError:
-                return self._remove_once()
-        except (_NftError, RulesetError) as exc:
-            return SteeringResult(changed=False, error=str(exc), rules=self._count_quietly())
-
-    def _remove_once(self) -> SteeringResult:
-        script = plan_removal(self._read(), self._spec)
-        if script is None:
-            return SteeringResult(changed=False, error=None, rules=0)
-        self._apply(script)
-        return SteeringResult(changed=True, error=None, rules=0)
+        """Delete our rules, and our chains/tables when they hold nothing else."""
+        return self._cycle(steer=False)
 
     def state(self) -> SteeringState:
         """Our installed rules and whether they match the desired set (for /readyz and metrics)."""
         try:
-            current = parse_ruleset(self._read(), self._spec)
+            listing = self._read(sweep=False)
         except (_NftError, RulesetError) as exc:
             return SteeringState(rules=(), in_sync=False, error=str(exc))
-        in_sync = plan(current, self._desired, self._spec) is None
-        return SteeringState(rules=tuple(current), in_sync=in_sync)
+        current = tuple(r for f in self._families for r in our_rules(listing, self._spec, f))
+        in_sync = plan(listing, self._spec, steer=True).script is None
+        return SteeringState(rules=current, in_sync=in_sync)
 
     def _count_quietly(self) -> int:
         try:
-            return len(parse_ruleset(self._read(), self._spec))
+            listing = self._read(sweep=False)
         except (_NftError, RulesetError):
             return 0
+        return sum(len(our_rules(listing, self._spec, f)) for f in self._families)
