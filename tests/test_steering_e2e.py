@@ -108,9 +108,36 @@ def test_rules_for_both_vips_appear_only_after_health_on_good_checks(scenario: d
     assert install["rules_before_start"] == 0
     assert install["rules_at_first_200"] == 0, "no rule may exist before HAProxy is healthy"
     assert install["rules"] == EXPECTED_RULES, "prerouting and output rules for the IPv4 and the IPv6 VIP"
+    assert install["families"] == [["ip", VIP4], ["ip6", VIP6]], "each VIP's rules in its own family's table"
     took = install["healthy_to_rules_s"]
     # health_on samples are at least (health_on - 1) intervals apart after the first 200.
     assert (HEALTH_ON - 1) * INTERVAL - 0.1 <= took <= HEALTH_ON * INTERVAL + SLACK, took
+
+
+def test_keepalived_check_passes_once_healthy_and_fails_while_unhealthy_and_after_sigterm(
+    scenario: dict[str, Any],
+) -> None:
+    install = step(scenario, "install")
+    assert install["check_at_first_200"] is False
+    took = install["healthy_to_check_s"]
+    assert (HEALTH_ON - 1) * INTERVAL - 0.1 <= took <= HEALTH_ON * INTERVAL + SLACK, took
+    assert step(scenario, "unhealthy")["check_after"] is False
+    assert step(scenario, "recovery")["healthy_to_check_s"] <= HEALTH_ON * INTERVAL + SLACK
+    assert step(scenario, "sigterm")["check_after"] is False
+
+
+def test_leftovers_of_earlier_monitors_are_gone_after_start_and_foreign_rules_kept(
+    scenario: dict[str, Any], iptables_nft: str
+) -> None:
+    install = step(scenario, "install")
+    before, after = install["leftovers_before"], install["leftovers_after"]
+    assert before["inet_table"] is True and after["inet_table"] is False
+    for family in ("ip", "ip6"):
+        ours = [line for line in before[f"{family}_nat"] if "OCP_API_LB_REDIRECT" in line]
+        assert len(ours) == 2, before
+        assert after[f"{family}_nat"] == [line for line in before[f"{family}_nat"] if line not in ours]
+        assert len(after[f"{family}_nat"]) == 2, "the foreign rules (no comment, another comment) stay"
+    assert install["log_says_leftovers_removed"] is True
 
 
 def test_client_and_local_connections_to_the_vip_api_port_go_through_haproxy(
@@ -120,7 +147,7 @@ def test_client_and_local_connections_to_the_vip_api_port_go_through_haproxy(
     # "200 ok" is the backend's answer through HAProxy; the API on the VIP itself answers "200 direct".
     assert traffic["client"] == ["200 ok", "200 ok"], "prerouting DNAT, IPv4 and IPv6"
     assert traffic["client_sessions_delta"] == 2, "HAProxy's frontend counted both client connections"
-    assert traffic["local"] == ["200 ok", "200 ok"], "output chain (oif lo) for the host's own traffic"
+    assert traffic["local"] == ["200 ok", "200 ok"], 'output chain (oifname "lo") for the host\'s own traffic'
     assert traffic["local_sessions_delta"] == 2
 
 
@@ -128,7 +155,7 @@ def test_rules_deleted_behind_the_monitors_back_are_restored_by_the_next_cycle(
     scenario: dict[str, Any],
 ) -> None:
     deleted = step(scenario, "external_delete")
-    assert deleted["deleted"] == [["ocp_output", VIP6], ["ocp_prerouting", VIP4]]
+    assert sorted(deleted["deleted"]) == [["ocp_output", VIP6], ["ocp_prerouting", VIP4]]
     assert deleted["rules_after"] == 4
     assert deleted["restored_s"] <= INTERVAL + SLACK, deleted
 

@@ -8,9 +8,13 @@ in the namespace it runs in, so the script refuses to run anywhere that is not e
 This process's namespace plays the control-plane host: ``lo``, a veth to a throw-away "client"
 namespace, the API VIPs on the veth, the simulated API (KubeSim), a fake kube-apiserver as HAProxy's
 backend (127.0.0.11:6443), a "direct" API on VIP:6443 (what a client reaches when nothing is steered),
-HAProxy behind the reload handler, and the monitor process. Every behaviour is observed from outside
-the monitor (nft listings, HAProxy's frontend counters, client connections) and printed as one JSON
-object; ``tests/test_steering_e2e.py`` asserts on it and ``bench/bench_steering.py`` reports figures.
+HAProxy behind the reload handler, and the monitor process. Before the monitor first starts, the test
+run plants what earlier monitors leave on an upgraded host (our old ``inet ocp_nat`` table, the
+reference's iptables-era rules in ``ip``/``ip6 nat``) beside foreign rules. Every behaviour is observed
+from outside the monitor (nft and iptables-nft-save listings, OpenShift's keepalived check as
+``tests/keepalived_check.py`` performs it, HAProxy's frontend counters, client connections) and printed
+as one JSON object; ``tests/test_steering_e2e.py`` asserts on it and ``bench/bench_steering.py``
+reports figures.
 
 Exit code: 0 when every step ran, 1 when a step failed (the JSON's ``error`` says which), 2 on usage.
 """
@@ -44,6 +48,7 @@ from typing import Any
 from monitor.kubesim import KubeSim
 from monitor.lab import FakeApiServer, HaproxyLab, make_self_signed_cert
 from monitor.settings import parse_duration
+from tests.keepalived_check import reference_check_passes
 
 REPO = Path(__file__).resolve().parents[2]
 VIP4, VIP6 = "192.0.2.10", "2001:db8::10"
@@ -145,27 +150,44 @@ def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, po
 
 
 def nft_rules() -> list[dict[str, Any]] | None:
-    """Our steering rules as nft lists them (chain, vip, handle), or None when our table does not exist."""
-    done = subprocess.run(
-        ["nft", "-j", "list", "table", "inet", TABLE], capture_output=True, text=True, timeout=5, check=False
-    )
-    if done.returncode != 0:
-        if "No such file or directory" in done.stderr:
-            return None
-        raise StepFailed(f"nft -j list table inet {TABLE} failed: {done.stderr.strip()[:200]}")
-    rules = []
-    for item in json.loads(done.stdout).get("nftables", []):
-        rule = item.get("rule") if isinstance(item, dict) else None
-        if not isinstance(rule, dict) or rule.get("comment") != COMMENT:
-            continue
-        vip = ""
-        for stmt in rule.get("expr", []):
-            match = stmt.get("match") if isinstance(stmt, dict) else None
-            left = match.get("left", {}) if isinstance(match, dict) else {}
-            if isinstance(left, dict) and left.get("payload", {}).get("field") == "daddr":
-                vip = str(match.get("right")) if isinstance(match, dict) else ""
-        rules.append({"chain": rule.get("chain"), "vip": vip, "handle": rule.get("handle")})
-    return rules
+    """Our steering rules in ``ip``/``ip6`` TABLE (family, chain, vip, handle); None when neither table exists."""
+    rules: list[dict[str, Any]] = []
+    found = False
+    for family in ("ip", "ip6"):
+        done = subprocess.run(
+            ["nft", "-j", "list", "table", family, TABLE],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                continue
+            raise StepFailed(f"nft -j list table {family} {TABLE} failed: {done.stderr.strip()[:200]}")
+        found = True
+        for item in json.loads(done.stdout).get("nftables", []):
+            rule = item.get("rule") if isinstance(item, dict) else None
+            if not isinstance(rule, dict) or rule.get("comment") != COMMENT:
+                continue
+            vip = ""
+            for stmt in rule.get("expr", []):
+                match = stmt.get("match") if isinstance(stmt, dict) else None
+                left = match.get("left", {}) if isinstance(match, dict) else {}
+                if isinstance(left, dict) and left.get("payload", {}).get("field") == "daddr":
+                    vip = str(match.get("right")) if isinstance(match, dict) else ""
+            rules.append(
+                {"family": family, "chain": rule.get("chain"), "vip": vip, "handle": rule.get("handle")}
+            )
+    return rules if found else None
+
+
+def keepalived_check() -> bool:
+    """The check OpenShift's keepalived monitor runs for the first VIP (tests/keepalived_check.py)."""
+    try:
+        return reference_check_passes(VIP4)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        raise StepFailed(str(exc)) from exc
 
 
 def rules_complete() -> bool:
@@ -175,6 +197,65 @@ def rules_complete() -> bool:
 
 def rules_absent() -> bool:
     return not nft_rules()
+
+
+# What earlier monitors leave behind on an upgraded host, and rules of others that must survive the sweep.
+_OLD_INET_TABLE = f"""
+add table inet {TABLE}
+add chain inet {TABLE} {PREROUTING} {{ type nat hook prerouting priority dstnat; }}
+add chain inet {TABLE} {OUTPUT} {{ type nat hook output priority -100; }}
+add rule inet {TABLE} {PREROUTING} ip daddr {VIP4} tcp dport {API_PORT} dnat ip to {VIP4}:{LB_PORT} comment "{COMMENT}"
+add rule inet {TABLE} {OUTPUT} oif "lo" ip6 daddr {VIP6} tcp dport {API_PORT} redirect to :{LB_PORT} comment "{COMMENT}"
+"""
+IPTABLES = {"ip": ("iptables-nft", VIP4), "ip6": ("ip6tables-nft", VIP6)}
+
+
+def plant_leftovers() -> None:
+    """Our old inet table, and per family the reference's iptables-era rules beside a foreign rule."""
+    done = subprocess.run(
+        ["nft", "-f", "-"], input=_OLD_INET_TABLE, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise StepFailed(f"planting the old inet table failed: {done.stderr.strip()[:300]}")
+    for tool, vip in IPTABLES.values():
+        if shutil.which(tool) is None:
+            continue  # the e2e test that needs them requires iptables; the rest run without
+        ours = ["-d", vip, "-p", "tcp", "--dport", str(API_PORT), "-m", "comment", "--comment", COMMENT]
+        redirect = ["-j", "REDIRECT", "--to-ports", str(LB_PORT)]
+        sh(tool, "-t", "nat", "-I", "PREROUTING", *ours, *redirect)
+        sh(tool, "-t", "nat", "-I", "OUTPUT", *ours, *redirect, "-o", "lo")
+        sh(
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "--dport",
+            "2222",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "22",
+        )
+        foreign = ["-d", vip, "-p", "tcp", "--dport", "2223", "-m", "comment", "--comment", "someone else"]
+        sh(tool, "-t", "nat", "-A", "OUTPUT", *foreign, "-j", "REDIRECT", "--to-ports", "22")
+
+
+def leftover_view() -> dict[str, Any]:
+    """Whether our old inet table exists, and the rules iptables-nft-save shows per family."""
+    tables = {
+        (t["table"]["family"], t["table"]["name"])
+        for t in json.loads(sh("nft", "-j", "list", "tables"))["nftables"]
+        if "table" in t
+    }
+    view: dict[str, Any] = {"inet_table": ("inet", TABLE) in tables}
+    for family, (tool, _vip) in IPTABLES.items():
+        if shutil.which(f"{tool}-save"):
+            lines = sh(f"{tool}-save", "-t", "nat").splitlines()
+            view[f"{family}_nat"] = sorted(line for line in lines if line.startswith("-A "))
+    return view
 
 
 def http_get(url: str, *, timeout: float = 1.0) -> tuple[int, bytes]:
@@ -364,10 +445,16 @@ class Scenario:
         """Wait for HAProxy to answer 200, then for the full rule set; timings from the first 200."""
         t_healthy = wait_until(self.health_ok, timeout=30, what=f"/haproxy_monitor 200 ({what})")
         at_healthy = len(nft_rules() or [])
-        t_rules = wait_until(
-            rules_complete, timeout=self.opts.deadline(self.opts.health_on), what=f"rules installed ({what})"
-        )
-        return {"healthy_to_rules_s": round(t_rules - t_healthy, 4), "rules_at_first_200": at_healthy}
+        check_at_healthy = keepalived_check()
+        deadline = self.opts.deadline(self.opts.health_on)
+        t_check = wait_until(keepalived_check, timeout=deadline, what=f"keepalived's check passing ({what})")
+        t_rules = wait_until(rules_complete, timeout=deadline, what=f"rules installed ({what})")
+        return {
+            "healthy_to_rules_s": round(t_rules - t_healthy, 4),
+            "healthy_to_check_s": round(t_check - t_healthy, 4),
+            "rules_at_first_200": at_healthy,
+            "check_at_first_200": check_at_healthy,
+        }
 
     def outage(self) -> dict[str, Any]:
         """Stop HAProxy (handler and all), then wait for the rules to go; timed from the stop."""
@@ -384,10 +471,13 @@ class Scenario:
             "health_ok_after_stop": healthy_after_stop,
             "unhealthy_to_removed_s": round(t_removed - start, 4),
             "table_exists_after": nft_rules() is not None,
+            "check_after": keepalived_check(),
         }
 
     # -- steps ---------------------------------------------------------------------------------------------
     def step_install(self) -> subprocess.Popen[str]:
+        plant_leftovers()
+        leftovers_before = leftover_view()
         before = nft_rules()
         start = time.monotonic()
         proc = self.start_monitor()
@@ -395,6 +485,10 @@ class Scenario:
         got["start_to_rules_s"] = round(time.monotonic() - start, 4)
         got["rules_before_start"] = len(before or [])
         got["rules"] = sorted((r["chain"], r["vip"]) for r in nft_rules() or [])
+        got["families"] = sorted({(r["family"], r["vip"]) for r in nft_rules() or []})
+        got["leftovers_before"] = leftovers_before
+        got["leftovers_after"] = leftover_view()
+        got["log_says_leftovers_removed"] = "removed rules left by earlier monitors" in self.monitor_log(proc)
         self.result["install"] = got
         return proc
 
@@ -416,7 +510,7 @@ class Scenario:
         victims = [r for r in rules if (r["chain"], r["vip"]) in {(PREROUTING, VIP4), (OUTPUT, VIP6)}]
         start = time.monotonic()
         for r in victims:
-            sh("nft", "delete", "rule", "inet", TABLE, str(r["chain"]), "handle", str(r["handle"]))
+            sh("nft", "delete", "rule", str(r["family"]), TABLE, str(r["chain"]), "handle", str(r["handle"]))
         deleted_at = time.monotonic()
         right_after = len(nft_rules() or [])
         t_back = wait_until(
@@ -456,6 +550,7 @@ class Scenario:
             "sigterm_to_removed_s": round(removed, 4),
             "sigterm_to_exit_s": round(exited, 4),
             "table_exists_after": nft_rules() is not None,
+            "check_after": keepalived_check(),
             "log_says_removed": "steering rules removed on shutdown" in log,
             "client_after": self.client_fetch(VIP4),
         }
@@ -497,9 +592,9 @@ class Scenario:
         }
 
     # -- bench-only steps ---------------------------------------------------------------------------------
-    def bench_cycles(self, proc: subprocess.Popen[str], *, first: float) -> None:
+    def bench_cycles(self, proc: subprocess.Popen[str], *, first: dict[str, Any]) -> None:
         assert self.lab is not None
-        removed, installed = [], [first]
+        removed, installed, checked = [], [first["healthy_to_rules_s"]], [first["healthy_to_check_s"]]
         rng = random.Random()
         for _ in range(self.opts.cycles):
             # Each wait ends right after a monitor check (the one that changed the rules); acting at once
@@ -509,9 +604,14 @@ class Scenario:
             removed.append(self.outage()["unhealthy_to_removed_s"])
             time.sleep(rng.uniform(0, self.opts.interval))
             self.lab.start_handler()
-            installed.append(self.install(what="HAProxy back")["healthy_to_rules_s"])
+            got = self.install(what="HAProxy back")
+            installed.append(got["healthy_to_rules_s"])
+            checked.append(got["healthy_to_check_s"])
         self.result.setdefault("bench", {}).update(
-            unhealthy_to_removed_s=removed, healthy_to_rules_s=installed, monitor_running=proc.poll() is None
+            unhealthy_to_removed_s=removed,
+            healthy_to_rules_s=installed,
+            healthy_to_check_s=checked,
+            monitor_running=proc.poll() is None,
         )
 
     def bench_probe_and_scrape(self) -> None:
@@ -559,7 +659,7 @@ class Scenario:
         steps.append("setup")
         if self.opts.mode == "bench":
             proc = self.start_monitor()
-            first = self.install(what="monitor start")["healthy_to_rules_s"]
+            first = self.install(what="monitor start")
             self.bench_probe_and_scrape()
             steps.append("probe+scrape")
             self.bench_cycles(proc, first=first)
