@@ -7,18 +7,27 @@ health thresholds (on after 3 good checks, off after 11 bad ones):
   (the figures scale with the interval: divide by it to get "checks"); each stop and start happens
   at a random phase of the monitor's check cycle, as real outages do;
 * at the default 6 s interval, one cycle (about two minutes; skip with ``--quick``);
-* ``monitor probe`` wall time (20 runs) and a ``/metrics`` scrape (50 runs).
+* ``monitor probe`` wall time (20 runs) and a ``/metrics`` scrape (50 runs);
+* the nft adapter alone (``NftSteering`` in an empty private netns, ``--nft-runs`` each): the first
+  ensure (with the start-up sweep), a no-op ensure, a remove, a no-op remove, single- and dual-stack,
+  and a start-up sweep that removes the reference's iptables-era rules (needs iptables-nft).
 
-Run: .venv/bin/python bench/bench_steering.py [--runs 5] [--quick] [--json]
+"healthy -> keepalived check passes" is OpenShift's keepalived monitor's check on our rules
+(tests/keepalived_check.py), timed from HAProxy's first 200 on /haproxy_monitor.
+
+Run: .venv/bin/python bench/bench_steering.py [--runs 5] [--nft-runs 20] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +81,65 @@ def report(result: dict[str, Any], interval: float) -> None:
             window(HEALTH_OFF, interval),
         )
     )
+    print(
+        describe(
+            "healthy (first 200) -> keepalived check passes",
+            bench["healthy_to_check_s"],
+            interval,
+            window(HEALTH_ON, interval),
+        )
+    )
     print(describe("SIGTERM -> rules removed", bench["sigterm_to_removed_s"], None))
+
+
+def nft_inner(runs: int) -> dict[str, list[float]]:
+    """Run inside an empty private netns (``unshare -n``): time NftSteering's operations, in seconds."""
+    from monitor.adapters.nftables import NftSteering
+    from monitor.steering import SteeringSpec
+
+    def timed(call: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0
+
+    out: dict[str, list[float]] = {}
+    for label, vips in (("dual-stack", ("192.0.2.10", "2001:db8::10")), ("single-stack", ("192.0.2.10",))):
+        spec = SteeringSpec(vips=vips)
+        for _ in range(runs):
+            steering = NftSteering(spec=spec)
+            out.setdefault(f"{label} first ensure (with sweep)", []).append(timed(steering.ensure))
+            out.setdefault(f"{label} no-op ensure", []).append(timed(steering.ensure))
+            out.setdefault(f"{label} remove", []).append(timed(steering.remove))
+            out.setdefault(f"{label} no-op remove", []).append(timed(steering.remove))
+    if shutil.which("iptables-nft"):
+        rule = "-d 192.0.2.10 -p tcp --dport 6443 -m comment --comment OCP_API_LB_REDIRECT"
+        for _ in range(runs):
+            for chain, extra in (("PREROUTING", ""), ("OUTPUT", " -o lo")):
+                subprocess.run(
+                    f"iptables-nft -t nat -I {chain} {rule} -j REDIRECT --to-ports 9445{extra}".split(),
+                    check=True,
+                )
+            steering = NftSteering(spec=SteeringSpec(vips=("192.0.2.10",)))
+            out.setdefault("single-stack first ensure, sweeping 2 iptables-era rules", []).append(
+                timed(steering.ensure)
+            )
+            steering.remove()
+    return out
+
+
+def nft_report(runs: int) -> dict[str, list[float]]:
+    argv = ["unshare", "-n", sys.executable, str(Path(__file__).resolve()), "--nft-inner", str(runs)]
+    done = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=120 + runs * 10, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"nft timing failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    times: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"nft adapter (NftSteering, empty netns, n={runs} each):")
+    for name, values in times.items():
+        ms = [v * 1000 for v in values]
+        print(f"  {name}: median {statistics.median(ms):.1f} ms (min {min(ms):.1f}, max {max(ms):.1f})")
+    return times
 
 
 def main() -> int:
@@ -82,7 +149,13 @@ def main() -> int:
         "--quick", action="store_true", help="skip the two-minute run at the default 6 s interval"
     )
     ap.add_argument("--json", action="store_true", help="also print the raw scenario results")
+    ap.add_argument("--nft-runs", type=int, default=20, help="runs of each nft adapter operation")
+    ap.add_argument("--nft-inner", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.nft_inner:
+        print(json.dumps(nft_inner(args.nft_inner)))
+        return 0
+    nft_times = nft_report(args.nft_runs)
     common = ["--health-on", str(HEALTH_ON), "--health-off", str(HEALTH_OFF)]
 
     fast = scenario(
@@ -105,7 +178,7 @@ def main() -> int:
         f"/metrics scrape ({bench['scrape_bytes']} bytes): median {statistics.median(scrape_ms):.2f} ms "
         f"(min {min(scrape_ms):.2f}, max {max(scrape_ms):.2f}, n={len(scrape_ms)})"
     )
-    results = {"interval_1s": fast}
+    results: dict[str, Any] = {"interval_1s": fast, "nft": nft_times}
     if not args.quick:
         slow = scenario(
             "--check-interval", "6s", *common,
