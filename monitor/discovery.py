@@ -82,8 +82,14 @@ def frontend_addr(vips: Sequence[str]) -> str:
     return "::" if vips and ipaddress.ip_address(vips[0]).version == 6 else ""
 
 
-def _unusable(text: str, *, family: int, vips: frozenset[IPAddress], cidr: str | None = None) -> str | None:
-    """Why HAProxy cannot use ``text`` as a backend address, or None when it can."""
+def _unusable(
+    text: str, *, family: int, vips: frozenset[IPAddress], loopback_vip: bool, cidr: str | None = None
+) -> str | None:
+    """Why HAProxy cannot use ``text`` as a backend address, or None when it can.
+
+    A loopback address reaches this host, not the node, unless the VIP is loopback too: a single-host lab
+    where every API server listens on this host.
+    """
     if text == "":
         return "empty"
     address = _ip(text)
@@ -95,7 +101,7 @@ def _unusable(text: str, *, family: int, vips: frozenset[IPAddress], cidr: str |
         return "an API VIP (traffic would loop back into the load balancer)"
     for flag, what in (
         (address.is_unspecified, "unspecified"),
-        (address.is_loopback, "a loopback address"),
+        (address.is_loopback and not loopback_vip, "a loopback address"),
         (address.is_link_local, "a link-local address"),
         (address.is_multicast, "a multicast address"),
         (address == _LIMITED_BROADCAST, "the broadcast address"),
@@ -171,8 +177,10 @@ def node_address(
             address = entry.get("address")
             internal.append(address if isinstance(address, str) else "")
 
+    loopback_vip = any(vip.is_loopback for vip in vips)
+
     def checked(text: str, source: str, cidr: str | None = None) -> str | None:
-        reason = _unusable(text, family=family, vips=vips, cidr=cidr)
+        reason = _unusable(text, family=family, vips=vips, loopback_vip=loopback_vip, cidr=cidr)
         if reason is None:
             return str(_ip(text))
         warnings.append(f"node {name}: {source} {text!r} is {reason}; skipped")

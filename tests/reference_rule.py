@@ -133,7 +133,11 @@ def usable(address: str, cidr: str | None, vips: Sequence[str]) -> bool:
     ip = ipaddress.ip_address(printed)
     if ip.version != ipaddress.ip_address(vips[0]).version or printed in {go_string(v) for v in vips}:
         return False
-    if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast:
+    if ip.is_loopback and not any(ipaddress.ip_address(v).is_loopback for v in vips):
+        return (
+            False  # it would reach this host, not the node (a lab with a loopback VIP runs all on one host)
+        )
+    if ip.is_unspecified or ip.is_link_local or ip.is_multicast:
         return False
     if printed == "255.255.255.255":
         return False

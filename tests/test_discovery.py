@@ -178,6 +178,8 @@ RULE_CASES = [
      [("InternalIP", "192.0.2.21"), ("InternalIP", VIP4)], {}, None, "'192.0.2.5' is an API VIP"),
     ("a loopback InternalIP is refused", [VIP4], HOLDER,
      [("InternalIP", "127.0.0.1")], {}, None, "loopback"),
+    ("a loopback InternalIP is kept under a loopback VIP (a single-host lab)", ["127.0.0.10"], HOLDER,
+     [("InternalIP", "127.0.0.11")], {}, "127.0.0.11", None),
     ("a link-local InternalIP is refused", [VIP4], HOLDER,
      [("InternalIP", "169.254.0.7")], {}, None, "link-local"),
     ("an IPv6 link-local InternalIP is refused", [VIP6], HOLDER,
