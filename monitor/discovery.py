@@ -149,7 +149,7 @@ def _ovn_entries(annotations: Mapping[str, Any]) -> tuple[list[tuple[str, str | 
     present = [k for k in (HOST_CIDRS_ANNOTATION, HOST_ADDRESSES_ANNOTATION) if k in annotations]
     if present:
         return [], f"annotation {' / '.join(present)} (not a JSON list of strings)"
-    return [], "no OVN host-cidrs annotation"
+    return [], "the OVN annotations (neither is set)"
 
 
 def node_address(
