@@ -83,16 +83,20 @@ def frontend_addr(vips: Sequence[str]) -> str:
 
 
 def _unusable(
-    text: str, *, family: int, vips: frozenset[IPAddress], loopback_vip: bool, cidr: str | None = None
+    text: str,
+    address: IPAddress | None,
+    *,
+    family: int,
+    vips: frozenset[IPAddress],
+    cidr: str | None = None,
 ) -> str | None:
-    """Why HAProxy cannot use ``text`` as a backend address, or None when it can.
+    """Why HAProxy cannot use ``text`` (read as ``address``) as a backend address, or None when it can.
 
     A loopback address reaches this host, not the node, unless the VIP is loopback too: a single-host lab
     where every API server listens on this host.
     """
     if text == "":
         return "empty"
-    address = _ip(text)
     if address is None:
         return "not an IP address"
     if address.version != family:
@@ -101,7 +105,7 @@ def _unusable(
         return "an API VIP (traffic would loop back into the load balancer)"
     for flag, what in (
         (address.is_unspecified, "unspecified"),
-        (address.is_loopback and not loopback_vip, "a loopback address"),
+        (address.is_loopback and not any(vip.is_loopback for vip in vips), "a loopback address"),
         (address.is_link_local, "a link-local address"),
         (address.is_multicast, "a multicast address"),
         (address == _LIMITED_BROADCAST, "the broadcast address"),
@@ -171,38 +175,38 @@ def node_address(
     """
     metadata = node.get("metadata") or {}
     name = str(metadata.get("name") or "<unnamed>")
-    internal: list[str] = []
+    internal: list[tuple[str, IPAddress | None]] = []
     for entry in (node.get("status") or {}).get("addresses") or []:
         if isinstance(entry, Mapping) and entry.get("type") == "InternalIP":
-            address = entry.get("address")
-            internal.append(address if isinstance(address, str) else "")
+            text = entry.get("address")
+            text = text if isinstance(text, str) else ""
+            internal.append((text, _ip(text)))
 
-    loopback_vip = any(vip.is_loopback for vip in vips)
-
-    def checked(text: str, source: str, cidr: str | None = None) -> str | None:
-        reason = _unusable(text, family=family, vips=vips, loopback_vip=loopback_vip, cidr=cidr)
+    def checked(text: str, address: IPAddress | None, source: str, cidr: str | None = None) -> str | None:
+        reason = _unusable(text, address, family=family, vips=vips, cidr=cidr)
         if reason is None:
-            return str(_ip(text))
+            return str(address)
         warnings.append(f"node {name}: {source} {text!r} is {reason}; skipped")
         return None
 
     if network is None:
-        for text in internal:
-            parsed = _ip(text)
+        for text, parsed in internal:
             if (parsed is not None and parsed.version == 6) == (family == 6):
-                return checked(text, "InternalIP")
+                return checked(text, parsed, "InternalIP")
         warnings.append(f"node {name}: no IPv{family} InternalIP; skipped")
         return None
-    of_family = [text for text in internal if (parsed := _ip(text)) is not None and parsed.version == family]
+    of_family = [
+        (text, parsed) for text, parsed in internal if parsed is not None and parsed.version == family
+    ]
     if of_family:
-        return checked(of_family[-1], "InternalIP")
+        return checked(*of_family[-1], "InternalIP")
     entries, source = _ovn_entries(metadata.get("annotations") or {})
-    if own is not None and any(_ip(text) == own for text, _ in entries):
-        return checked(str(own), f"this host's own address in {source}")
-    for text, cidr in entries:
-        address = _ip(text)
+    parsed_entries = [(text, _ip(text), cidr) for text, cidr in entries]
+    if own is not None and any(address == own for _, address, _ in parsed_entries):
+        return checked(str(own), own, f"this host's own address in {source}")
+    for text, address, cidr in parsed_entries:
         if address is not None and address.version == family and address not in vips and address in network:
-            return checked(text, source, cidr)
+            return checked(text, address, source, cidr)
     warnings.append(
         f"node {name}: no IPv{family} InternalIP, and no non-VIP address in machine network {network} "
         f"in {source}; skipped"
