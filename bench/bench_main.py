@@ -75,12 +75,12 @@ def bench_render(n: int = 5000, rounds: int = 15) -> None:
         }
         for i in range(n)
     ]
-    nets = [ipaddress.ip_network("10.0.0.0/8")]
+    local = [ipaddress.ip_interface("10.255.255.1/8")]
     vips = ["10.255.255.254"]
     discover = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        found = backends_from_nodes(nodes, vips=vips, api_port=6443, local_networks=nets)
+        found = backends_from_nodes(nodes, vips=vips, api_port=6443, local_addresses=local)
         discover.append(time.perf_counter() - t0)
     cfg = lbconfig(found.backends, vips=vips, api_port=6443, lb_port=9445, stat_port=29445)
     shifted = (*cfg.backends[1:], Backend("new", "10.200.0.1", 6443))

@@ -87,7 +87,7 @@ def _poll_haproxy(settings: Settings, post: Callable[[Event], None], stop: threa
 
 
 def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Monitor:
-    from monitor.adapters.netif import local_networks
+    from monitor.adapters.netif import local_addresses
 
     metrics = metrics or Metrics()
     return Monitor(
@@ -95,7 +95,7 @@ def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Moni
         renderer=Renderer(settings.template, language=settings.template_language),
         writer=ConfigWriter(cfg=settings.cfg, haproxy_bin=find_haproxy(settings.haproxy_bin)),
         reloader=Reloader(socket_path=settings.reload_socket, clock=time.monotonic),
-        networks=local_networks,
+        networks=local_addresses,
         metrics=metrics,
         steering=_Steering(settings) if settings.steering and not settings.once else None,
     )

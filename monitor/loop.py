@@ -110,7 +110,7 @@ class Monitor:
         renderer: Renderer,
         writer: ConfigWriter,
         reloader: Reloader,
-        networks: Callable[[], list[discovery.IPNetwork]],
+        networks: Callable[[], Sequence[discovery.IPInterface]],
         metrics: Metrics | None = None,
         steering: SteeringPort | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -286,15 +286,17 @@ class Monitor:
             )
         else:
             try:
-                nets = self.networks()
-            except Exception as exc:  # the adapter's own error type; still keep going with no networks
-                log.warning(f"cannot read local subnets: {exc}")
-                nets = []
+                local = self.networks()
+            except (
+                Exception
+            ) as exc:  # the adapter's own error type; keep going as a host without the VIP's subnet
+                log.warning(f"cannot read local addresses: {exc}")
+                local = []
             found = discovery.backends_from_nodes(
                 self._objects,
                 vips=s.api_vips,
                 api_port=s.api_port,
-                local_networks=nets,
+                local_addresses=local,
                 topology=s.control_plane_topology,
             )
         warnings = set(found.warnings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -208,11 +209,25 @@ def test_a_garbage_kubeconfig_is_reported_and_fixing_it_then_reloading_recovers(
         rec.wait_status(lambda s: s.reachable)
 
 
-def test_a_missing_kubeconfig_is_reported_with_its_path(tmp_path: Path) -> None:
+def test_a_missing_kubeconfig_is_reported_as_missing_with_its_path(tmp_path: Path) -> None:
     rec = Recorder()
     with running_watcher(kubeconfig=tmp_path / "absent", recorder=rec):
         status = rec.wait_status(lambda s: not s.reachable)
-        assert status.error and str(tmp_path / "absent") in status.error
+        assert status.error == f"kubeconfig {tmp_path / 'absent'} does not exist"
+
+
+def test_a_refused_connection_is_reported_as_refused_by_that_server_not_as_a_timeout(
+    sim: KubeSim, tmp_path: Path
+) -> None:
+    # A bound socket that never listens: the kernel refuses every connection, and nobody else can take the port.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        server = f"https://127.0.0.1:{closed.getsockname()[1]}"
+        kubeconfig = sim.write_kubeconfig(tmp_path / "kc", server=server)
+        rec = Recorder()
+        with running_watcher(kubeconfig=kubeconfig, recorder=rec, request_timeout=10.0):
+            status = rec.wait_status(lambda s: not s.reachable)
+        assert status.error == f"kubeconfig {kubeconfig}: connection refused by {server}"
 
 
 def test_a_rejected_token_is_reported_as_401_and_a_new_token_recovers_after_reload(

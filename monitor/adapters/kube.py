@@ -362,6 +362,11 @@ class KubeWatcher:
                 config_file=str(self._kubeconfig), client_configuration=cfg, persist_config=False
             )
         except Exception as exc:  # the loader raises anything from ConfigException to TypeError on bad input
+            # It words a missing file as "Invalid kube-config file. No configuration found.": say what it is.
+            if not self._kubeconfig.exists():
+                raise ConfigError(f"kubeconfig {self._kubeconfig} does not exist") from None
+            if self._kubeconfig.is_dir():
+                raise ConfigError(f"kubeconfig {self._kubeconfig} is a directory, not a file") from None
             raise ConfigError(f"kubeconfig {self._kubeconfig}: {_one_line(exc)}") from None
         host = str(cfg.host or "").rstrip("/")
         if not host.startswith("https://"):
@@ -411,7 +416,7 @@ class KubeWatcher:
         except Exception as exc:
             if self._halted.is_set() or self._reload_pending():
                 raise _Interrupted() from None
-            raise Unreachable(f"{server}: {_describe(exc, self._request_timeout)}") from None
+            raise Unreachable(_describe(exc, server=server, timeout=self._request_timeout)) from None
         resp = wrapped.response
         if 200 <= resp.status < 300:
             return resp
@@ -435,7 +440,7 @@ class KubeWatcher:
             resp.close()
             if self._halted.is_set() or self._reload_pending():
                 raise _Interrupted() from None
-            raise Unreachable(f"{server}: {_describe(exc, self._request_timeout)}") from None
+            raise Unreachable(_describe(exc, server=server, timeout=self._request_timeout)) from None
         finally:
             resp.release_conn()
         try:
@@ -621,8 +626,8 @@ def _status_message(resp: Any) -> str:
     return str(resp.reason or "no details")
 
 
-def _describe(exc: BaseException, timeout: float) -> str:
-    """A one-line, secret-free cause for a failed request, with a hint for the usual TLS mistakes."""
+def _describe(exc: BaseException, *, server: str, timeout: float) -> str:
+    """One secret-free line saying what happened to a request to ``server``."""
     chain: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and len(chain) < 6:
@@ -631,6 +636,13 @@ def _describe(exc: BaseException, timeout: float) -> str:
         if not isinstance(cur, BaseException):
             cur = None
     text = " ".join(_one_line(e) for e in chain).lower()
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "connection refused" in text:
+        return f"connection refused by {server}"
+    return f"{server}: {_cause(chain, text, timeout)}"
+
+
+def _cause(chain: list[BaseException], text: str, timeout: float) -> str:
+    """The cause of a failed request, with a hint for the usual TLS mistakes."""
     if "certificate verify failed" in text:
         detail = "unable to get local issuer certificate" if "local issuer" in text else _short(text)
         if "expired" in text:
@@ -646,12 +658,15 @@ def _describe(exc: BaseException, timeout: float) -> str:
         return "TLS: the server rejected the client certificate (unknown CA or bad certificate)"
     if "alert" in text and "certificate" in text:
         return f"TLS: the server rejected the client certificate ({_short(text)})"
-    if any(isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in chain):
+    # urllib3 derives NewConnectionError (refused, unreachable, DNS) from ConnectTimeoutError: not a timeout.
+    if any(
+        isinstance(e, urllib3.exceptions.ConnectTimeoutError)
+        and not isinstance(e, urllib3.exceptions.NewConnectionError)
+        for e in chain
+    ):
         return f"connect timed out after {timeout:g}s"
     if any(isinstance(e, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for e in chain):
         return "no answer (read timed out)"
-    if "connection refused" in text:
-        return "connection refused"
     if "reset by peer" in text or "connection aborted" in text or "remote end closed" in text:
         return "connection reset"
     if "name or service not known" in text or "failed to resolve" in text or "nodename nor servname" in text:

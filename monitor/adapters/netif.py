@@ -1,4 +1,4 @@
-"""Local interface subnets (to find the machine network that holds the API VIP), read with ``ip -j address``."""
+"""This host's interface addresses, in interface and address order, read with ``ip -j address``."""
 
 from __future__ import annotations
 
@@ -6,34 +6,38 @@ import ipaddress
 import json
 import subprocess
 
-from monitor.discovery import IPNetwork
+from monitor.discovery import IPInterface
 
 
 class NetifError(Exception):
     """Local addresses could not be read."""
 
 
-def parse_ip_json(text: str) -> list[IPNetwork]:
-    """Subnets from ``ip -j address`` output; host-scope (loopback) entries included, link-local skipped."""
+def parse_ip_json(text: str) -> list[IPInterface]:
+    """Addresses with their prefixes from ``ip -j address`` output, in the order it lists them.
+
+    The order matters: the machine network is the first address whose prefix holds the VIP, as in the
+    reference, which walks interfaces and their addresses the same way.
+    """
     try:
         links = json.loads(text)
     except ValueError as exc:
         raise NetifError(f"'ip -j address' printed invalid JSON: {exc}") from None
-    networks: list[IPNetwork] = []
+    addresses: list[IPInterface] = []
     for link in links if isinstance(links, list) else []:
         for info in link.get("addr_info") or []:
             local, prefix = info.get("local"), info.get("prefixlen")
-            if not isinstance(local, str) or not isinstance(prefix, int) or info.get("scope") == "link":
+            if not isinstance(local, str) or not isinstance(prefix, int):
                 continue
             try:
-                networks.append(ipaddress.ip_interface(f"{local}/{prefix}").network)
+                addresses.append(ipaddress.ip_interface(f"{local}/{prefix}"))
             except ValueError:
                 continue
-    return networks
+    return addresses
 
 
-def local_networks(*, ip_bin: str = "ip", netns: str | None = None) -> list[IPNetwork]:
-    """The subnets of this host's addresses (or of a test network namespace's)."""
+def local_addresses(*, ip_bin: str = "ip", netns: str | None = None) -> list[IPInterface]:
+    """This host's interface addresses (or a test network namespace's), in ``ip address`` order."""
     argv = [ip_bin, "-j", "address", "show"]
     if netns:
         argv = [ip_bin, "-n", netns, "-j", "address", "show"]
