@@ -11,6 +11,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from monitor.adapters.files import ConfigWriter, find_haproxy
+from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource
 from monitor.adapters.reloader import Reloader
 from monitor.logs import Log
 from monitor.loop import (
@@ -59,30 +60,31 @@ class _Steering:
         return self._report(self._nft.remove())
 
 
-def _poll_haproxy(settings: Settings, post: Callable[[Event], None], stop: threading.Event) -> None:
-    """Every check interval: one health sample and one stats read, posted to the loop."""
-    from monitor.adapters.haproxy import StatsParseError, read_stats
+def _poll_haproxy(
+    settings: Settings, post: Callable[[Event], None], stop: threading.Event, stats: StatsSource
+) -> None:
+    """Every check interval: one health sample and one stats read (for the state-change log), posted to the loop."""
+    from monitor.adapters.haproxy import StatsUnavailable
     from monitor.adapters.health import check_health
 
     timeout = max(0.5, min(2.0, settings.check_interval / 2))
     while not stop.is_set():
         sample = check_health(settings.health_url, timeout=timeout)
         post(HealthObserved(ok=sample.ok, reason=sample.reason))
-        if settings.stats_socket is not None:
-            try:
-                stats = read_stats(settings.stats_socket, timeout=timeout)
-            except (OSError, StatsParseError) as exc:
-                post(StatsObserved(error=str(exc)))  # already names the socket
-            else:
-                post(
-                    StatsObserved(
-                        servers=tuple(
-                            (s.proxy, s.server, s.status, s.check_status, s.current_sessions)
-                            for s in stats
-                            if s.is_server
-                        )
+        try:
+            rows = stats.read(timeout=timeout)
+        except StatsUnavailable as exc:
+            post(StatsObserved(error=str(exc)))  # the source already logged it, once
+        else:
+            post(
+                StatsObserved(
+                    servers=tuple(
+                        (s.proxy, s.server, s.status, s.check_status, s.current_sessions)
+                        for s in rows
+                        if s.is_server
                     )
                 )
+            )
         stop.wait(settings.check_interval)
 
 
@@ -139,9 +141,8 @@ def run(
         requests=lambda: float(watcher.request_count()),
         restarts=lambda: float(watcher.watch_restarts()),
     )
-    metrics.server_status(
-        lambda: [(p, s, st, chk, scur) for (p, s), (st, chk, scur) in dict(monitor.status.servers).items()]
-    )
+    stats = StatsSource(cfg=settings.cfg, socket_path=settings.stats_socket, url=settings.stats_url)
+    metrics.server_status(lambda: stats.read(timeout=SCRAPE_TIMEOUT))
 
     def credentials_changed() -> None:
         watcher.reload_credentials()
@@ -163,7 +164,7 @@ def run(
         files.start()
         threads.append(
             threading.Thread(
-                target=_poll_haproxy, args=(settings, monitor.post, stop), name="poll", daemon=True
+                target=_poll_haproxy, args=(settings, monitor.post, stop, stats), name="poll", daemon=True
             )
         )
     server = None

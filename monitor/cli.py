@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.settings import Settings, format_duration, parse_duration, parse_vips
+from monitor.statsconfig import page_from_url, redact_url
 
 ENV_PREFIX = "MONITOR_"
 SUBCOMMANDS = ("render", "demo", "probe")
@@ -54,6 +55,16 @@ def _vips(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _stats_url(text: str) -> str:
+    if not text:
+        return text  # empty: found in the rendered config
+    try:
+        page_from_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that takes each option's default from its MONITOR_* environment variable."""
 
@@ -72,6 +83,8 @@ class _Parser(argparse.ArgumentParser):
                 self.error(f"{env}={os.environ[env]!r}: use true or false")
             kwargs["default"] = raw in ("1", "true", "yes")
         shown = kwargs.get("default")
+        if isinstance(shown, str):
+            shown = redact_url(shown)  # --help must not print a password taken from the environment
         if isinstance(shown, float) and kwargs.get("type") is _duration:
             shown = format_duration(shown)
         suffix = f" [env {env}" + (f"; default {shown}]" if shown not in (None, False, "") else "]")
@@ -176,7 +189,13 @@ def build_parser() -> _Parser:
         "--stats-socket",
         type=Path,
         default=Settings.stats_socket,
-        help="HAProxy admin socket read for per-server status",
+        help="HAProxy admin socket for per-server status (default: found in the rendered config)",
+    )
+    p.add_option(
+        "--stats-url",
+        type=_stats_url,
+        default=Settings.stats_url,
+        help="stats page http://[USER:PASS@]HOST:PORT/URI (default: found in the rendered config)",
     )
     p.add_option(
         "--listen", default=Settings.listen, help="HOST:PORT of /healthz /readyz /metrics ('' = off)"
@@ -226,6 +245,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         steering=not args.no_steering,
         nft_bin=args.nft_bin,
         stats_socket=args.stats_socket,
+        stats_url=args.stats_url or None,
         listen=args.listen or None,
     )
 

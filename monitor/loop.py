@@ -152,9 +152,7 @@ class Monitor:
         self._template_errors = OnceLog(self._log["render"])
         self._reload_errors = OnceLog(self._log["reload"])
         self._steering_errors = OnceLog(self._log["steering"])
-        self._stats_errors = OnceLog(self._log["stats"])
         self._template_ok = True
-        self._stats_seen = False
 
     # -- public -------------------------------------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -206,6 +204,7 @@ class Monitor:
         """Act on whatever deadline has passed: a settled backend set, a pending reload retry."""
         now = self.clock()
         self.status.last_iteration = now
+        seen = self.settle.pending_since()
         due, value = self.settle.take_due(now)
         if due and value is not None:
             previous = self._desired
@@ -217,7 +216,7 @@ class Monitor:
                 added=diff["added"],
                 removed=diff["removed"],
             )
-            self._apply(value, reason="backends changed")
+            self._apply(value, reason="backends changed", seen=seen)
         self._deliver_reload()
 
     def shutdown(self) -> None:
@@ -325,7 +324,8 @@ class Monitor:
             "template loaded", template=str(self.renderer.path), language=self.renderer.language
         )
 
-    def _apply(self, config: LBConfig, *, reason: str) -> None:
+    def _apply(self, config: LBConfig, *, reason: str, seen: float | None = None) -> None:
+        """Render, write and reload; ``seen`` is when discovery saw this backend set arrive (for the latency)."""
         try:
             text = self.renderer.render(config)
         except RenderError as exc:
@@ -359,11 +359,13 @@ class Monitor:
         self.status.config_error = None
         self._config_errors.clear("config written again after earlier failure")
         self.status.applied = config
-        self.status.last_apply = self.clock()
+        written = self.status.last_apply = self.clock()
         self.metrics.backends.set(len(config.backends))
         self.metrics.last_apply.set(self.wall())
         if changed:
             self.metrics.applies.inc()
+            if seen is not None:
+                self.metrics.apply_latency.observe(written - seen)
             self._log["write"].info(
                 "config written", cfg=str(self.writer.cfg), reason=reason, backends=len(config.backends)
             )
@@ -417,19 +419,11 @@ class Monitor:
             self._log["steering"].info("rules installed" if want else "rules removed")
 
     def _on_stats(self, event: StatsObserved) -> None:
+        # The stats reader logs which source answers, or why none does; this only follows server states.
         if event.error:
-            if not self._stats_seen and self.status.stats_error is None:
-                # HAProxy usually starts after us: not an error until the socket has worked once.
-                self._log["stats"].info("waiting for HAProxy's stats socket", detail=event.error)
-            elif self._stats_seen:
-                self._stats_errors.error(event.error)
             self.status.stats_error = event.error
             return
-        if not self._stats_seen:
-            self._log["stats"].info("stats socket readable")
-        self._stats_seen = True
         self.status.stats_error = None
-        self._stats_errors.clear("stats socket readable again")
         previous = self.status.servers
         current = {(p, s): (st, chk, scur) for p, s, st, chk, scur in event.servers}
         self._log["stats"].debug("stats read", states=sorted(f"{k[1]}={v[0]}" for k, v in current.items()))

@@ -2,40 +2,89 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import platform
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitor import __version__
+
+if TYPE_CHECKING:
+    from monitor.adapters.haproxy import ServerStat
+
 PREFIX = "haproxy_monitor"
+# Backend change seen → config written: the settle window (1.5 s by default, 10 s at most) plus render and write.
+APPLY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0)
 
 
 class ServerStatusCollector(Collector):
-    """Per-backend-server status as last read from HAProxy's stats socket."""
+    """Per-server status read from HAProxy at scrape time (``read`` has its own deadline and size cap)."""
 
-    def __init__(self, read: Callable[[], Iterable[tuple[str, str, str, str, int]]]) -> None:
-        self._read = read  # (proxy, server, status, check_status, current_sessions)
+    def __init__(self, read: Callable[[], Sequence[ServerStat]]) -> None:
+        self._read = read
+
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily(
+                f"{PREFIX}_server_up",
+                "1 when HAProxy sends the server traffic (UP, UP going down, or no check)",
+                labels=["proxy", "server"],
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}_server_status",
+                "HAProxy's status of the server (value 1 on the current status/check label pair)",
+                labels=["proxy", "server", "status", "check_status"],
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}_server_current_sessions",
+                "Current sessions on the server",
+                labels=["proxy", "server"],
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}_stats_up", "1 when this scrape could read HAProxy's statistics, else 0"
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}_stats_read_duration_seconds", "Time this scrape spent reading HAProxy's statistics"
+            ),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        # Without describe() the registry would call collect() at registration, i.e. read HAProxy.
+        return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        up = GaugeMetricFamily(
-            f"{PREFIX}_server_up", "1 when HAProxy reports the server UP", labels=["proxy", "server"]
-        )
-        status = GaugeMetricFamily(
-            f"{PREFIX}_server_status",
-            "HAProxy's status of the server (value 1 on the current status/check label pair)",
-            labels=["proxy", "server", "status", "check_status"],
-        )
-        sessions = GaugeMetricFamily(
-            f"{PREFIX}_server_current_sessions", "Current sessions on the server", labels=["proxy", "server"]
-        )
-        for proxy, server, state, check, scur in self._read():
-            up.add_metric([proxy, server], 1.0 if state.startswith("UP") else 0.0)
-            status.add_metric([proxy, server, state, check], 1.0)
-            sessions.add_metric([proxy, server], float(scur))
-        yield up
-        yield status
-        yield sessions
+        up, status, sessions, stats_up, duration = self._families()
+        start = time.monotonic()
+        try:
+            rows = self._read()
+        except Exception:  # any failure must still leave a scrape that says so; the reader logs why
+            rows = None
+        duration.add_metric([], time.monotonic() - start)
+        stats_up.add_metric([], 0.0 if rows is None else 1.0)
+        for row in rows or ():
+            if not row.is_server:
+                continue
+            up.add_metric([row.proxy, row.server], 1.0 if row.is_up else 0.0)
+            status.add_metric([row.proxy, row.server, row.status, row.check_status], 1.0)
+            sessions.add_metric([row.proxy, row.server], float(row.current_sessions))
+        return (up, status, sessions, stats_up, duration)
+
+
+class _FunctionCounters(Collector):
+    """Running totals kept elsewhere (the watcher's), exposed as counters read at scrape time."""
+
+    def __init__(self, counters: Sequence[tuple[str, str, Callable[[], float]]]) -> None:
+        self._counters = counters
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(name, doc) for name, doc, _ in self._counters]
+
+    def collect(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(name, doc, value=read()) for name, doc, read in self._counters]
 
 
 class Metrics:
@@ -44,6 +93,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        Gauge(
+            f"{PREFIX}_build_info",
+            "Version of haproxy-monitor and of the Python running it (value 1)",
+            ["version", "python"],
+            registry=r,
+        ).labels(version=__version__, python=platform.python_version()).set(1)
         self.reloads = Counter(
             f"{PREFIX}_reloads", "Reload lines delivered to HAProxy's container", registry=r
         )
@@ -58,6 +114,12 @@ class Metrics:
         )
         self.write_errors = Counter(f"{PREFIX}_write_errors", "Failed writes of haproxy.cfg", registry=r)
         self.applies = Counter(f"{PREFIX}_applies", "Backend sets applied (config written)", registry=r)
+        self.apply_latency = Histogram(
+            f"{PREFIX}_apply_latency_seconds",
+            "Seconds from discovery first seeing a backend set to that set's config being written",
+            buckets=APPLY_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.backends = Gauge(f"{PREFIX}_backends", "Backends in the applied configuration", registry=r)
         self.last_apply = Gauge(
             f"{PREFIX}_last_apply_timestamp_seconds", "Unix time of the last successful apply", registry=r
@@ -86,12 +148,15 @@ class Metrics:
         ).set_function(since)
 
     def watch_counters(self, *, requests: Callable[[], float], restarts: Callable[[], float]) -> None:
-        Gauge(
-            f"{PREFIX}_api_requests", "HTTP requests sent to the API (total)", registry=self.registry
-        ).set_function(requests)
-        Gauge(
-            f"{PREFIX}_watch_restarts", "Watch streams re-opened (total)", registry=self.registry
-        ).set_function(restarts)
+        self.registry.register(
+            _FunctionCounters(
+                [
+                    (f"{PREFIX}_api_requests", "HTTP requests sent to the API", requests),
+                    (f"{PREFIX}_watch_restarts", "Watch streams re-opened", restarts),
+                ]
+            )
+        )
 
-    def server_status(self, read: Callable[[], Iterable[tuple[str, str, str, str, int]]]) -> None:
+    def server_status(self, read: Callable[[], Sequence[ServerStat]]) -> None:
+        """Export per-server status; ``read`` is called on every scrape and may raise (exported as stats_up 0)."""
         self.registry.register(ServerStatusCollector(read))

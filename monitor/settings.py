@@ -107,7 +107,9 @@ class Settings:
     health_off: int = 11
     steering: bool = True
     nft_bin: str = "nft"
-    stats_socket: Path | None = Path("/var/lib/haproxy/run/haproxy.sock")
+    # None: found in the rendered config (its admin socket if we can open it, else its stats page).
+    stats_socket: Path | None = None
+    stats_url: str | None = None
     listen: str | None = "127.0.0.1:9448"
 
     @property

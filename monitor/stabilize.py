@@ -51,6 +51,10 @@ class Settle(Generic[T]):
             return self._last_change
         return min(self._last_change + self._quiet, self._first_change + self._max_wait)
 
+    def pending_since(self) -> float | None:
+        """When the pending value was observed (its latest arrival), or None when nothing is pending."""
+        return self._last_change if self._has_pending else None
+
     def take_due(self, now: float) -> tuple[bool, T | None]:
         """Return ``(True, value)`` and mark it applied when the pending value is due at ``now``."""
         deadline = self.deadline()

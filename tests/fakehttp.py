@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class FakeHTTP:
-    """``mode`` is ``"200"``/``"503"``/... (a status), ``"hang"``, ``"garbage"``, ``"close"`` or ``"trickle"``."""
+    """``mode`` is ``"200"``/``"503"``/... (a status), ``"hang"``, ``"garbage"``, ``"close"``, ``"trickle"``
+    or ``"huge"``."""
 
     mode: str
     host: str = "127.0.0.1"
@@ -39,6 +40,10 @@ class FakeHTTP:
         with conn, contextlib.suppress(OSError):
             if self.mode == "garbage":
                 conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+            elif self.mode == "huge":  # a valid start, then far more than any stats reader should accept
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/csv\r\n\r\n# pxname,svname,status\n")
+                while not self._stop.is_set():
+                    conn.sendall(b"x" * 65536)
             elif self.mode == "trickle":
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n")
                 while not self._stop.is_set():

@@ -55,6 +55,7 @@ def test_defaults_match_the_reference_and_our_choices():
     assert s.source == "nodes" and s.node_selector == "node-role.kubernetes.io/master="
     assert s.listen == "127.0.0.1:9448" and s.steering is True
     assert (s.health_on, s.health_off) == (3, 11)
+    assert s.stats_socket is None and s.stats_url is None, "stats sources come from the rendered config"
 
 
 def test_every_option_can_come_from_the_environment(monkeypatch):
@@ -140,3 +141,26 @@ def test_a_bad_environment_value_names_the_variable():
     env = dict(os.environ, MONITOR_LB_PORT="many")
     proc = run_cli("k", "t", "c", "--api-vips", "192.0.2.1", env=env)
     assert proc.returncode == 2 and "MONITOR_LB_PORT" in proc.stderr
+
+
+def test_the_stats_source_can_be_forced_by_option_or_environment(monkeypatch):
+    s = settings(["k", "t", "c", "--api-vips=192.0.2.1", "--stats-socket", "/run/haproxy/admin.sock"])
+    assert str(s.stats_socket) == "/run/haproxy/admin.sock"
+    url = "http://Username:Password@127.0.0.1:29445/haproxy_stats"
+    assert settings(["k", "t", "c", "--api-vips=192.0.2.1", "--stats-url", url]).stats_url == url
+    s = settings(["k", "t", "c", "--api-vips=192.0.2.1"], monkeypatch, {"MONITOR_STATS_URL": url})
+    assert s.stats_url == url
+
+
+def test_a_bad_stats_url_is_a_usage_error_that_does_not_print_the_password():
+    proc = run_cli("k", "t", "c", "--api-vips", "192.0.2.1", "--stats-url", "https://admin:hunter2@h:1/stats")
+    assert proc.returncode == 2
+    assert "only http:// stats pages are supported" in proc.stderr and "hunter2" not in proc.stderr
+
+
+def test_help_does_not_print_a_stats_password_taken_from_the_environment():
+    import os
+
+    env = dict(os.environ, MONITOR_STATS_URL="http://admin:hunter2@127.0.0.1:1/stats")
+    proc = run_cli("--help", env=env)
+    assert proc.returncode == 0 and "--stats-url" in proc.stdout and "hunter2" not in proc.stdout

@@ -8,16 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
+from monitor.adapters.haproxy import read_stats_page
 from monitor.kubesim import KubeSim
 from monitor.lab import FakeApiServer, HaproxyLab, free_port
 from monitor.pki import make_kubelet_pki, write_kubeconfig
+from monitor.statsconfig import stats_endpoints
 
 pytestmark = pytest.mark.haproxy
 
@@ -63,10 +65,16 @@ class Cluster:
                 time.sleep(0.02)
 
     def start_monitor(
-        self, *extra: str, template: Path | None = None, kubeconfig: Path | None = None
+        self,
+        *extra: str,
+        template: Path | None = None,
+        kubeconfig: Path | None = None,
+        wrap: Sequence[str] = (),
     ) -> subprocess.Popen[str]:
+        """The monitor as a process (``wrap`` runs it inside another command); stats sources are discovered."""
         log = open(self.tmp / f"monitor-{len(self.procs)}.log", "w")  # noqa: SIM115 - lives as long as the process
         argv = [
+            *wrap,
             sys.executable, "-m", "monitor",
             str(kubeconfig or self.kubeconfig), str(template or self.lab.template_path), str(self.lab.cfg_path),
             "--api-vips", "127.0.0.10",
@@ -75,10 +83,10 @@ class Cluster:
             "--stat-port", str(self.lab.stat_port),
             "--check-interval", "1s",
             "--reload-socket", str(self.lab.master_socket),
-            "--stats-socket", str(self.lab.admin_socket),
             "--health-url", f"http://127.0.0.1:{self.lab.monitor_port}/haproxy_monitor",
             "--fallback-server", self.sim.url,
             "--no-steering",
+            "--listen", "",  # off unless a test asks: the default port may be taken by a neighbour's test run
             *extra,
         ]  # fmt: skip
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -274,12 +282,15 @@ def test_a_backend_going_down_is_logged_once_and_exported_per_server(cluster: Cl
         cluster.lab.template_path.read_text().replace("inter 5s fall 3 rise 1", "inter 100ms fall 2 rise 1")
     )
     port = free_port()
-    proc = cluster.start_monitor("--listen", f"127.0.0.1:{port}", template=template)
+    proc = cluster.start_monitor("--listen", f"127.0.0.1:{port}", "--log-level", "debug", template=template)
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     up_line = 'haproxy_monitor_server_up{proxy="masters",server="master-1"} '
     wait_for(
         lambda: up_line + "1.0" in requests.get(metrics_url, timeout=2).text, timeout=15, what="master-1 UP"
     )
+    # /metrics reads HAProxy at scrape time; the state-change log follows the check-interval poll, so wait
+    # until that poll has seen master-1 UP too (its debug line) before taking the server down.
+    wait_for(lambda: "master-1=UP" in cluster.log(proc), timeout=5, what="the poll seeing master-1 UP")
     cluster.apis["127.0.0.12"].ready = False  # /readyz now answers 500: HAProxy's checks fail
     wait_for(
         lambda: up_line + "0.0" in requests.get(metrics_url, timeout=2).text, timeout=15, what="master-1 DOWN"
@@ -325,3 +336,95 @@ def test_the_reference_go_template_drives_haproxy_unchanged(cluster: Cluster, tm
     assert "master-2" not in cluster.served(), "the last good template keeps applying backend changes"
     assert cluster.lab.cfg_path.read_bytes() != good
     assert proc.poll() is None
+
+
+def scrape(port: int) -> str:
+    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+
+def server_up_lines(text: str) -> set[str]:
+    return {line for line in text.splitlines() if line.startswith("haproxy_monitor_server_up{")}
+
+
+def test_with_the_reference_template_and_only_the_reload_socket_shared_metrics_come_from_the_stats_page(
+    cluster: Cluster, tmp_path: Path
+):
+    # The static pod's layout: the monitor shares /var/run/haproxy (reload socket) and /etc/haproxy with HAProxy,
+    # not the admin socket's directory. Here that directory is hidden under an empty tmpfs in the monitor's own
+    # mount namespace, while HAProxy creates its admin socket in the real one.
+    lab = cluster.lab
+    template = tmp_path / "haproxy.cfg.tmpl"
+    template.write_text(lab.sandbox_text((REPO / "templates" / "openshift-haproxy.cfg.tmpl").read_text()))
+    hide = [
+        "unshare",
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        'mount -t tmpfs hidden "$0" && exec "$@"',
+        str(lab.lib_dir),
+    ]
+    port = free_port()
+    proc = cluster.start_monitor(
+        "--listen", f"127.0.0.1:{port}", "--check-interval", "6s", template=template, wrap=hide
+    )
+    wait_for(lambda: lab.cfg_path.exists(), timeout=15, what="the config written before HAProxy starts")
+    assert f"stats socket {lab.admin_socket} " in lab.cfg_path.read_text()
+    (page,) = stats_endpoints(lab.cfg_path.read_text()).pages
+    wait_for(
+        lambda: "waiting for HAProxy statistics" in cluster.log(proc), timeout=10, what="the waiting line"
+    )
+
+    lab.start_handler()
+    wait_for(lambda: read_stats_page(page, timeout=1), timeout=15, what="HAProxy's stats page")
+    serving = time.monotonic()
+    names = {f'haproxy_monitor_server_up{{proxy="masters",server="{n}"}} 1.0' for n in ADDRESSES}
+    fresh = wait_for(lambda: server_up_lines(scrape(port)) >= names, timeout=10, what="per-server status")
+    print(f"freshness: /metrics showed every server {fresh:.3f}s after the stats page answered")
+    assert time.monotonic() - serving < 2.0, "read at scrape time, not once per 6 s check interval"
+    assert lab.admin_socket.exists(), "HAProxy does have an admin socket ..."
+    view = Path(f"/proc/{proc.pid}/root")  # the file system as the monitor process sees it
+    assert not (view / lab.admin_socket.relative_to("/")).exists(), "... that the monitor cannot see"
+    assert (view / lab.master_socket.relative_to("/")).exists(), "while the reload socket is shared"
+    assert "haproxy_monitor_stats_up 1.0" in scrape(port)
+
+    log = cluster.log(proc)
+    used = [line for line in log.splitlines() if "reading HAProxy statistics" in line]
+    assert len(used) == 1, log
+    assert (
+        f'source="page {page.url} (user Username)"' in used[0]
+        and f'skipped="stats socket {lab.admin_socket}' in used[0]
+    )
+    assert "Password" not in log
+    assert proc.poll() is None
+
+
+def test_the_admin_socket_is_used_when_the_monitor_can_open_it(cluster: Cluster):
+    cluster.lab.start_handler()
+    port = free_port()
+    proc = cluster.start_monitor("--listen", f"127.0.0.1:{port}")
+    wait_for(lambda: len(server_up_lines(scrape(port))) == 3, timeout=15, what="per-server status")
+    used = [line for line in cluster.log(proc).splitlines() if "reading HAProxy statistics" in line]
+    assert len(used) == 1 and f'source="socket {cluster.lab.admin_socket}"' in used[0]
+
+
+def test_a_scrape_of_the_running_monitor_passes_promtool_check_metrics(cluster: Cluster):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus; .ci/setup installs it)")
+    cluster.lab.start_handler()
+    port = free_port()
+    cluster.start_monitor("--listen", f"127.0.0.1:{port}")
+    wait_for(lambda: len(server_up_lines(scrape(port))) == 3, timeout=15, what="per-server status")
+    text = scrape(port)
+    lines = text.splitlines()
+    for counter in ("haproxy_monitor_api_requests_total", "haproxy_monitor_watch_restarts_total"):
+        assert f"# TYPE {counter} counter" in lines
+    assert "# TYPE haproxy_monitor_apply_latency_seconds histogram" in lines
+    assert any(line.startswith("haproxy_monitor_apply_latency_seconds_count 1.0") for line in lines)
+    assert any(line.startswith('haproxy_monitor_build_info{python="') for line in lines)
+    assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
+    done = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -205,24 +205,46 @@ def test_a_server_changing_state_in_haproxy_is_logged_once_per_change(world, cap
     assert m.status.servers[("masters", "m2")] == ("UP", "L7OK", 1)
 
 
-def test_an_unreadable_stats_socket_is_reported_once_and_recovery_is_logged(world, caplog):
+def test_an_unreadable_stats_source_is_kept_in_status_and_left_to_the_reader_to_log(world, caplog):
     caplog.set_level(logging.INFO, logger="monitor")
     m = world.monitor
     for _ in range(3):
-        m.handle(StatsObserved(error="stats socket /x: no such file"))
+        m.handle(StatsObserved(error="stats socket /x: No such file or directory"))
+    assert m.status.stats_error == "stats socket /x: No such file or directory"
     m.handle(StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0),)))
-    for _ in range(3):
-        m.handle(StatsObserved(error="stats socket /x: no such file"))
-    assert m.status.stats_error == "stats socket /x: no such file"
-    m.handle(StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0),)))
-    records = [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert records == [
-        ("INFO", "waiting for HAProxy's stats socket"),  # HAProxy not up yet at start: not an error
-        ("INFO", "stats socket readable"),
-        ("ERROR", "stats socket /x: no such file"),  # once it worked, losing it is
-        ("INFO", "stats socket readable again"),
-    ]
     assert m.status.stats_error is None
+    assert caplog.records == [], "the stats reader says once which source it uses or why none answers"
+
+
+def latency(m: Monitor) -> tuple[float | None, float | None]:
+    sample = m.metrics.registry.get_sample_value
+    return (
+        sample("haproxy_monitor_apply_latency_seconds_count"),
+        sample("haproxy_monitor_apply_latency_seconds_sum"),
+    )
+
+
+def test_apply_latency_runs_from_the_settled_backend_set_being_seen_to_its_config_being_written(world):
+    LineServer(world.sock)
+    m = world.monitor
+    world.clock.now = 3.0
+    m.handle(Objects(NODES))
+    m.tick()
+    assert latency(m) == (1.0, 0.0), "the first set is applied at once"
+    world.clock.now = 10.0
+    m.handle(Objects((*NODES[:2], node("m3", "192.0.2.14"))))
+    world.clock.now = 10.5
+    m.handle(Objects((*NODES[:2], node("m4", "192.0.2.15"))))  # the set that settles is seen from here
+    world.clock.now = 10.5 + world.settings.settle
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m1", "m4"]
+    assert latency(m) == (2.0, world.settings.settle)
+    world.clock.now = 30.0
+    m.handle(Objects(NODES[:2]))
+    m.handle(Objects((*NODES[:2], node("m4", "192.0.2.15"))))  # back to the applied set: nothing to apply
+    world.clock.now = 40.0
+    m.tick()
+    assert latency(m) == (2.0, world.settings.settle)
 
 
 def test_a_template_that_parses_but_fails_to_render_does_not_freeze_the_backend_list(world, caplog):

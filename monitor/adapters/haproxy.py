@@ -1,12 +1,27 @@
-"""HAProxy's runtime API over its admin (stats) unix socket: ``show stat`` as typed rows."""
+"""HAProxy's statistics as typed rows: ``show stat`` on the admin socket or the stats page's CSV, and which to use."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import csv
 import enum
+import http.client
+import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from monitor.logs import Log
+from monitor.statsconfig import StatsPage, page_from_url, stats_endpoints
+
+# A scrape must not hang on HAProxy: one deadline for the whole read, and a cap on what we accept (a few
+# thousand servers' CSV is well under 1 MiB).
+SCRAPE_TIMEOUT = 1.0
+MAX_STATS_BYTES = 4 * 1024 * 1024
 
 REQUIRED_COLUMNS = ("pxname", "svname", "status", "scur", "stot", "type")
 
@@ -17,6 +32,21 @@ class StatsParseError(ValueError):
 
 class StatsSocketError(OSError):
     """The admin socket could not be read (retryable: HAProxy may be starting or reloading)."""
+
+
+class StatsPageError(OSError):
+    """The stats page could not be read: refused, wrong credentials, an error status, too slow or too big.
+
+    ``permanent`` marks answers that waiting will not fix (wrong credentials or URI): reported as errors at once.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class StatsUnavailable(Exception):
+    """No stats source answered; the message says which were tried and why each failed."""
 
 
 class StatKind(enum.Enum):
@@ -120,23 +150,251 @@ def parse_show_stat(text: str) -> list[ServerStat]:
     return out
 
 
-def read_stats(socket_path: Path, *, timeout: float = 2.0) -> list[ServerStat]:
-    """Send ``show stat`` over HAProxy's admin socket and parse the answer.
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MiB"
 
-    Raises StatsSocketError when the socket cannot be used, StatsParseError on an unexpected answer.
+
+def read_stats(
+    socket_path: Path, *, timeout: float = 2.0, max_bytes: int = MAX_STATS_BYTES
+) -> list[ServerStat]:
+    """Send ``show stat`` over HAProxy's admin socket and parse the answer, all within ``timeout`` seconds.
+
+    Raises StatsSocketError when the socket cannot be used (also when the answer is slower than ``timeout`` or
+    larger than ``max_bytes``), StatsParseError on an unexpected answer.
     """
+    deadline = time.monotonic() + timeout
     chunks = []
+    size = 0
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(socket_path))
             sock.sendall(b"show stat\n")
-            while chunk := sock.recv(65536):
+            while True:
+                # Each recv may wait only for what is left, so a trickling answer cannot stretch the deadline.
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise StatsSocketError(
+                        f"stats socket {socket_path}: answer larger than {_mib(max_bytes)}; cut off"
+                    )
                 chunks.append(chunk)
+    except StatsSocketError:
+        raise
+    except TimeoutError as exc:
+        raise StatsSocketError(f"stats socket {socket_path}: no complete answer within the deadline") from exc
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise StatsSocketError(
-            f"cannot read stats from {socket_path}: {reason}; is HAProxy running with "
-            "'stats socket ... level admin' at that path?"
-        ) from exc
+        raise StatsSocketError(f"stats socket {socket_path}: {exc.strerror or type(exc).__name__}") from exc
     return parse_show_stat(b"".join(chunks).decode(errors="replace"))
+
+
+def read_stats_page(
+    page: StatsPage, *, timeout: float = 2.0, max_bytes: int = MAX_STATS_BYTES
+) -> list[ServerStat]:
+    """GET the stats page's CSV (``URI;csv``, HTTP basic auth when the page has credentials) and parse it.
+
+    The whole exchange ends within ``timeout`` seconds; a body over ``max_bytes`` is refused. Raises
+    StatsPageError (one line naming the URL, never the password) or StatsParseError.
+    """
+    conn = http.client.HTTPConnection(page.host, page.port, timeout=timeout)
+    headers = {"Accept": "text/csv", "Connection": "close"}
+    if page.user or page.password:
+        token = base64.b64encode(f"{page.user}:{page.password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    # A hard stop for every phase (connect, headers, body): http.client's own timeout applies per recv. The
+    # socket is kept here because the connection hands it over to the response (conn.sock becomes None).
+    cut = threading.Event()
+    opened: list[socket.socket] = []
+
+    def stop() -> None:
+        cut.set()
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.connect()
+        if conn.sock is not None:
+            opened.append(conn.sock)
+        if cut.is_set():  # the connect itself used up the deadline (the timer had no socket to shut)
+            raise TimeoutError
+        conn.request("GET", page.csv_target, headers=headers)
+        resp = conn.getresponse()
+        if resp.status == 401:
+            who = f"user {page.user!r}" if page.user else "no credentials"
+            raise StatsPageError(
+                f"stats page {page.url}: HTTP 401, {who} refused; check the 'stats auth' user and password",
+                permanent=True,
+            )
+        if resp.status != 200:
+            raise StatsPageError(
+                f"stats page {page.url}: HTTP {resp.status} {resp.reason}; is {page.uri} the 'stats uri'?",
+                permanent=resp.status in (403, 404),
+            )
+        length = resp.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            raise StatsPageError(f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off")
+        body = bytearray()
+        while chunk := resp.read1(65536):
+            body += chunk
+            if len(body) > max_bytes:
+                raise StatsPageError(f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off")
+        if cut.is_set():
+            raise TimeoutError
+    except StatsPageError:
+        raise
+    except (OSError, http.client.HTTPException) as exc:
+        if cut.is_set() or isinstance(exc, TimeoutError):
+            raise StatsPageError(f"stats page {page.url}: no complete answer within the deadline") from exc
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise StatsPageError(f"stats page {page.url}: {reason}") from exc
+    finally:
+        timer.cancel()
+        conn.close()
+    return parse_show_stat(body.decode(errors="replace"))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One place statistics may be read from, and where we learned of it."""
+
+    description: str  # never holds a password
+    origin: str
+    read: Callable[[float, int], list[ServerStat]]
+
+
+class StatsSource:
+    """Reads HAProxy's statistics from the first source that answers; one log line whenever that changes.
+
+    Sources, in order: ``--stats-socket`` and ``--stats-url`` when given (discovery is then off); otherwise what
+    the config we rendered offers: its ``stats socket`` paths, then its stats pages (the pod shares the host
+    network, so a page bound on this host is reachable even where the admin socket's directory is not
+    shared). The config is parsed again only when the file changes. Safe to call from several threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        cfg: Path,
+        socket_path: Path | None = None,
+        url: str | None = None,
+        max_bytes: int = MAX_STATS_BYTES,
+    ) -> None:
+        self.cfg = cfg
+        self.max_bytes = max_bytes
+        self._overrides: list[_Candidate] = []
+        if socket_path is not None:
+            self._overrides.append(self._socket(socket_path, origin="--stats-socket"))
+        if url is not None:
+            self._overrides.append(self._page(page_from_url(url), origin="--stats-url"))
+        self._lock = threading.Lock()
+        self._parsed_key: tuple[int, int, int] | None = None
+        self._discovered: list[_Candidate] = []
+        self._reported: str | None = None
+        self._worked = False
+        self._log = Log("stats")
+
+    @staticmethod
+    def _socket(path: Path, *, origin: str) -> _Candidate:
+        return _Candidate(
+            description=f"socket {path}",
+            origin=origin,
+            read=lambda timeout, cap: read_stats(path, timeout=timeout, max_bytes=cap),
+        )
+
+    @staticmethod
+    def _page(page: StatsPage, *, origin: str) -> _Candidate:
+        user = f" (user {page.user})" if page.user else ""
+        return _Candidate(
+            description=f"page {page.url}{user}",
+            origin=origin,
+            read=lambda timeout, cap: read_stats_page(page, timeout=timeout, max_bytes=cap),
+        )
+
+    def _candidates(self) -> list[_Candidate]:
+        """The sources to try, in order; raises StatsUnavailable when there is none."""
+        if self._overrides:
+            return list(self._overrides)
+        try:
+            st = os.stat(self.cfg)
+        except OSError as exc:
+            raise StatsUnavailable(
+                f"{self.cfg}: {exc.strerror or exc} (not written yet?); "
+                "no stats source known (--stats-socket/--stats-url not given)"
+            ) from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key != self._parsed_key:
+                try:
+                    text = self.cfg.read_text(errors="replace")
+                except OSError as exc:
+                    raise StatsUnavailable(f"{self.cfg}: {exc.strerror or exc}") from None
+                found = stats_endpoints(text)
+                origin = str(self.cfg)
+                self._discovered = [self._socket(Path(p), origin=origin) for p in found.sockets] + [
+                    self._page(p, origin=origin) for p in found.pages
+                ]
+                self._parsed_key = key
+            discovered = list(self._discovered)
+        if not discovered:
+            raise StatsUnavailable(
+                f"{self.cfg} has no 'stats socket' in global and no stats page "
+                "(frontend/listen with 'stats enable' or 'stats uri' and a bind); "
+                "use --stats-socket or --stats-url"
+            )
+        return discovered
+
+    def read(self, *, timeout: float = SCRAPE_TIMEOUT) -> list[ServerStat]:
+        """Rows from the first source that answers, all within ``timeout`` seconds; else StatsUnavailable."""
+        deadline = time.monotonic() + timeout
+        try:
+            candidates = self._candidates()
+        except StatsUnavailable as exc:
+            self._report(None, str(exc))
+            raise
+        failed: list[str] = []
+        permanent = False
+        for candidate in candidates:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failed.append(f"{candidate.description}: not tried, deadline passed")
+                continue
+            try:
+                rows = candidate.read(left, self.max_bytes)
+            except (OSError, StatsParseError) as exc:
+                failed.append(str(exc))
+                permanent = permanent or getattr(exc, "permanent", False)
+                continue
+            self._report(candidate, "; ".join(failed))
+            return rows
+        reason = "; ".join(failed)
+        self._report(None, reason, permanent=permanent)
+        raise StatsUnavailable(reason)
+
+    def _report(self, used: _Candidate | None, detail: str, *, permanent: bool = False) -> None:
+        """Log the source in use, or why there is none, once per change (the password is never in it)."""
+        key = f"{used.origin}: {used.description}" if used is not None else f"none: {detail}"
+        with self._lock:
+            if key == self._reported:
+                return
+            self._reported = key
+            worked_before, self._worked = self._worked, self._worked or used is not None
+        if used is not None:
+            fields = {"source": used.description, "from": used.origin}
+            if detail:
+                fields["skipped"] = detail
+            self._log.info("reading HAProxy statistics", **fields)
+        elif worked_before or permanent:
+            self._log.error("no HAProxy statistics source answers", reason=detail)
+        else:
+            # HAProxy usually starts after us: not an error until a source has worked once.
+            self._log.info("waiting for HAProxy statistics", reason=detail)
