@@ -8,22 +8,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from monitor.adapters.files import ConfigWriter, find_haproxy
 from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource
 from monitor.adapters.reloader import Reloader
+from monitor.events import Event, HealthObserved, StatsObserved, Stop, TemplateChanged
 from monitor.logs import Log
-from monitor.loop import (
-    Connectivity,
-    Event,
-    HealthObserved,
-    Monitor,
-    Objects,
-    StatsObserved,
-    Stop,
-    TemplateChanged,
-)
+from monitor.loop import Monitor
 from monitor.metrics import Metrics
 from monitor.render import Renderer
 from monitor.settings import Settings
@@ -103,18 +95,6 @@ def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Moni
     )
 
 
-def _to_event(item: Any) -> Event:
-    from monitor.adapters.kube import ApiStatus, Snapshot
-
-    if isinstance(item, Snapshot):
-        return Objects(items=tuple(item.objects), server=item.server, fallback=item.fallback)
-    if isinstance(item, ApiStatus):
-        return Connectivity(
-            reachable=item.reachable, fallback=item.fallback, server=item.server, error=item.error
-        )
-    raise TypeError(f"unexpected watcher item {item!r}")
-
-
 def run(
     settings: Settings, *, install_signals: bool = True, ready: Callable[[Monitor], None] | None = None
 ) -> int:
@@ -132,7 +112,7 @@ def run(
         node_selector=settings.node_selector,
         fallback_server=settings.fallback_server,
         relist_interval=settings.relist_interval,
-        emit=lambda item: monitor.post(_to_event(item)),
+        emit=monitor.post,
     )
     metrics.seconds_since_apply(
         lambda: time.monotonic() - (monitor.status.last_apply or monitor.status.started)

@@ -63,9 +63,10 @@ def main(argv: Sequence[str]) -> int:
 def _demo(workdir: Path, *, timeout: float) -> int:
     from monitor import logs
     from monitor.app import run
+    from monitor.events import Stop
     from monitor.kubesim import KubeSim
     from monitor.lab import FakeApiServer, HaproxyLab, free_port
-    from monitor.loop import Monitor, Stop
+    from monitor.loop import Monitor
 
     def say(text: str) -> None:
         print(text, flush=True)

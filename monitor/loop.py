@@ -12,55 +12,13 @@ from typing import Any, Protocol
 from monitor import discovery
 from monitor.adapters.files import ConfigWriter, ValidationError, WriteError
 from monitor.adapters.reloader import Reloader
+from monitor.events import Connectivity, Event, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
 from monitor.logs import Log, OnceLog
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
 from monitor.render import Renderer, RenderError
 from monitor.settings import Settings
 from monitor.stabilize import Hysteresis, Settle
-
-
-# ---- events -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Objects:
-    """The full current set of API objects (Nodes or EndpointSlices) from the watcher."""
-
-    items: tuple[Any, ...]
-    server: str = ""
-    fallback: bool = False
-
-
-@dataclass(frozen=True)
-class Connectivity:
-    reachable: bool
-    fallback: bool
-    server: str
-    error: str | None
-
-
-@dataclass(frozen=True)
-class TemplateChanged:
-    path: str = ""
-
-
-@dataclass(frozen=True)
-class HealthObserved:
-    ok: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class StatsObserved:
-    servers: tuple[tuple[str, str, str, str, int], ...] = ()  # proxy, server, status, check_status, scur
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Stop:
-    reason: str = "signal"
-
-
-Event = Objects | Connectivity | TemplateChanged | HealthObserved | StatsObserved | Stop
 
 
 # ---- effect ports (adapters implement them) -----------------------------------------------------------------

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from monitor.adapters.kube import ApiStatus, KubeWatcher, Snapshot
+from monitor.adapters.kube import KubeWatcher
+from monitor.events import Connectivity, Objects
 from monitor.kubesim import KubeSim
 
 MASTER = "node-role.kubernetes.io/master"
@@ -21,20 +22,20 @@ class Recorder:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self.items: list[Snapshot | ApiStatus] = []
+        self.items: list[Objects | Connectivity] = []
 
-    def __call__(self, item: Snapshot | ApiStatus) -> None:
+    def __call__(self, item: Objects | Connectivity) -> None:
         with self._cond:
             self.items.append(item)
             self._cond.notify_all()
 
-    def snapshots(self) -> list[Snapshot]:
+    def snapshots(self) -> list[Objects]:
         with self._cond:
-            return [i for i in self.items if isinstance(i, Snapshot)]
+            return [i for i in self.items if isinstance(i, Objects)]
 
-    def statuses(self) -> list[ApiStatus]:
+    def statuses(self) -> list[Connectivity]:
         with self._cond:
-            return [i for i in self.items if isinstance(i, ApiStatus)]
+            return [i for i in self.items if isinstance(i, Connectivity)]
 
     def wait_for(self, predicate: Callable[[Recorder], Any], *, timeout: float = 5.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
@@ -48,8 +49,8 @@ class Recorder:
                     raise AssertionError(f"timed out after {timeout}s waiting for {what}; got {self.items!r}")
                 self._cond.wait(left)
 
-    def wait_names(self, names: set[str], *, timeout: float = 5.0, server: str | None = None) -> Snapshot:
-        def match(rec: Recorder) -> Snapshot | None:
+    def wait_names(self, names: set[str], *, timeout: float = 5.0, server: str | None = None) -> Objects:
+        def match(rec: Recorder) -> Objects | None:
             snaps = rec.snapshots()
             if (
                 snaps
@@ -59,20 +60,20 @@ class Recorder:
                 return snaps[-1]
             return None
 
-        result: Snapshot = self.wait_for(match, timeout=timeout, what=f"a snapshot of {sorted(names)}")
+        result: Objects = self.wait_for(match, timeout=timeout, what=f"a snapshot of {sorted(names)}")
         return result
 
-    def wait_status(self, predicate: Callable[[ApiStatus], bool], *, timeout: float = 5.0) -> ApiStatus:
-        def match(rec: Recorder) -> ApiStatus | None:
+    def wait_status(self, predicate: Callable[[Connectivity], bool], *, timeout: float = 5.0) -> Connectivity:
+        def match(rec: Recorder) -> Connectivity | None:
             statuses = rec.statuses()
             return statuses[-1] if statuses and predicate(statuses[-1]) else None
 
-        result: ApiStatus = self.wait_for(match, timeout=timeout, what="an ApiStatus")
+        result: Connectivity = self.wait_for(match, timeout=timeout, what="an Connectivity")
         return result
 
 
-def snapshot_names(snap: Snapshot) -> set[str]:
-    return {str(o["metadata"]["name"]) for o in snap.objects}
+def snapshot_names(snap: Objects) -> set[str]:
+    return {str(o["metadata"]["name"]) for o in snap.items}
 
 
 def add_master(sim: KubeSim, name: str, address: str = "192.0.2.10") -> int:

@@ -42,7 +42,7 @@ def test_the_first_snapshot_holds_the_selected_nodes_and_the_api_is_reported_rea
     with running_watcher(kubeconfig=sim.write_kubeconfig(tmp_path / "kc"), recorder=rec):
         snap = rec.wait_names({"m0"})
         assert snap.server == sim.url and not snap.fallback
-        assert snap.objects[0]["status"]["addresses"] == [{"type": "InternalIP", "address": "192.0.2.10"}]
+        assert snap.items[0]["status"]["addresses"] == [{"type": "InternalIP", "address": "192.0.2.10"}]
         status = rec.wait_status(lambda s: s.reachable)
         assert status.server == sim.url and status.error is None and not status.fallback
 
@@ -56,7 +56,7 @@ def test_added_modified_and_deleted_nodes_reach_emit_within_a_second(sim: KubeSi
         rec.wait_names({"m0", "m1"}, timeout=1.0)
         sim.update_node("m1", labels={MASTER: ""}, addresses=[("InternalIP", "192.0.2.99")])
         rec.wait_for(
-            lambda r: r.snapshots()[-1].objects[1]["status"]["addresses"][0]["address"] == "192.0.2.99",
+            lambda r: r.snapshots()[-1].items[1]["status"]["addresses"][0]["address"] == "192.0.2.99",
             timeout=1.0,
             what="the modified address",
         )
@@ -292,7 +292,7 @@ def test_endpointslices_source_delivers_the_kubernetes_slice(sim: KubeSim, tmp_p
         rec.wait_names({"kubernetes"})
         sim.set_endpoint_addresses(["192.0.2.2"])
         rec.wait_for(
-            lambda r: len(r.snapshots()[-1].objects[0]["endpoints"]) == 1,
+            lambda r: len(r.snapshots()[-1].items[0]["endpoints"]) == 1,
             timeout=1.0,
             what="the shrunk slice",
         )
@@ -357,10 +357,11 @@ def test_memory_after_import_and_first_list_stays_small(sim: KubeSim, tmp_path: 
     script = f"""
 import resource, threading
 from pathlib import Path
-from monitor.adapters.kube import KubeWatcher, Snapshot
+from monitor.adapters.kube import KubeWatcher
+from monitor.events import Objects
 got = threading.Event()
 w = KubeWatcher(kubeconfig=Path({str(kubeconfig)!r}), source="nodes", node_selector="", relist_interval=60,
-                emit=lambda x: got.set() if isinstance(x, Snapshot) else None)
+                emit=lambda x: got.set() if isinstance(x, Objects) else None)
 stop = threading.Event()
 t = threading.Thread(target=w.run, args=(stop,)); t.start()
 assert got.wait(10)

@@ -10,7 +10,8 @@ import pytest
 
 from monitor.adapters.files import ConfigWriter
 from monitor.adapters.reloader import Reloader
-from monitor.loop import Connectivity, Monitor, Objects, StatsObserved, Stop, TemplateChanged
+from monitor.events import Connectivity, Objects, StatsObserved, Stop, TemplateChanged
+from monitor.loop import Monitor
 from monitor.render import Renderer
 from monitor.settings import Settings
 from tests.test_reloader import Clock, LineServer

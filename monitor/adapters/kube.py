@@ -24,6 +24,8 @@ from kubernetes.client import configuration as k8s_configuration
 from kubernetes.client import rest as k8s_rest
 from kubernetes.config import kube_config
 
+from monitor.events import Connectivity, Objects
+
 _log = logging.getLogger(__name__)
 
 _PATHS = {
@@ -32,25 +34,6 @@ _PATHS = {
 }
 _SLICE_SELECTOR = "kubernetes.io/service-name=kubernetes"
 _USER_AGENT = "haproxy-monitor/0.1"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The full current set, emitted after the initial list and after every change."""
-
-    objects: tuple[Mapping[str, Any], ...]
-    server: str
-    fallback: bool
-
-
-@dataclass(frozen=True)
-class ApiStatus:
-    """Emitted when connectivity or credentials state changes (not on every retry)."""
-
-    reachable: bool
-    fallback: bool
-    server: str
-    error: str | None
 
 
 class KubeError(Exception):
@@ -93,7 +76,7 @@ class _Client:
 
 
 class KubeWatcher:
-    """Delivers the API server's Node (or EndpointSlice) set as Snapshots through *emit*."""
+    """Delivers the API server's Node (or EndpointSlice) set as Objects events through *emit*."""
 
     def __init__(
         self,
@@ -103,7 +86,7 @@ class KubeWatcher:
         node_selector: str,
         fallback_server: str = "https://localhost:6443",
         relist_interval: float,
-        emit: Callable[[Snapshot | ApiStatus], None],
+        emit: Callable[[Objects | Connectivity], None],
         request_timeout: float = 10.0,
         watch_timeout_range: tuple[float, float] = (300.0, 600.0),
         backoff: tuple[float, float] = (0.5, 30.0),
@@ -131,7 +114,7 @@ class KubeWatcher:
         self._watch_restarts = 0
         self._objects: dict[str, tuple[Mapping[str, Any], str]] = {}
         self._last_fingerprint: frozenset[str] | None = None
-        self._last_status: ApiStatus | None = None
+        self._last_status: Connectivity | None = None
         self._server = ""
         self._fallback = False
         self._primary_error: str | None = None
@@ -213,20 +196,26 @@ class KubeWatcher:
             except _Interrupted:
                 continue
             except ConfigError as exc:
-                self._status(ApiStatus(reachable=False, fallback=False, server=self._server, error=str(exc)))
+                self._status(
+                    Connectivity(reachable=False, fallback=False, server=self._server, error=str(exc))
+                )
             except Unauthorized as exc:
                 self._drop_client()
                 self._status(
-                    ApiStatus(reachable=False, fallback=self._fallback, server=self._server, error=str(exc))
+                    Connectivity(
+                        reachable=False, fallback=self._fallback, server=self._server, error=str(exc)
+                    )
                 )
             except KubeError as exc:
                 self._status(
-                    ApiStatus(reachable=False, fallback=self._fallback, server=self._server, error=str(exc))
+                    Connectivity(
+                        reachable=False, fallback=self._fallback, server=self._server, error=str(exc)
+                    )
                 )
             except Exception as exc:  # never let a bug kill discovery: report it and retry
                 _log.exception("kube watcher: unexpected error")
                 self._status(
-                    ApiStatus(
+                    Connectivity(
                         reachable=False,
                         fallback=self._fallback,
                         server=self._server,
@@ -256,7 +245,9 @@ class KubeWatcher:
         rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
         self._server, self._fallback = server, fallback
         self._replace_all(items)
-        self._status(ApiStatus(reachable=True, fallback=fallback, server=server, error=self._primary_error))
+        self._status(
+            Connectivity(reachable=True, fallback=fallback, server=server, error=self._primary_error)
+        )
         self._publish(server, fallback)
         relist_at = time.monotonic() + self._relist_interval
         next_probe = time.monotonic() + self._probe_interval
@@ -531,9 +522,9 @@ class KubeWatcher:
             return
         self._last_fingerprint = fingerprint
         objects = tuple(obj for _, (obj, _fp) in sorted(self._objects.items()))
-        self._emit(Snapshot(objects=objects, server=server, fallback=fallback))
+        self._emit(Objects(items=objects, server=server, fallback=fallback))
 
-    def _status(self, status: ApiStatus) -> None:
+    def _status(self, status: Connectivity) -> None:
         if status == self._last_status:
             return
         self._last_status = status
@@ -541,7 +532,7 @@ class KubeWatcher:
             _log.warning("kubernetes API: %s", status.error)
         self._emit(status)
 
-    def _emit(self, item: Snapshot | ApiStatus) -> None:
+    def _emit(self, item: Objects | Connectivity) -> None:
         with self._emit_lock:
             if self._halted.is_set():
                 return
