@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from monitor.adapters.nftables import NftSteering
-from monitor.steering import SteeringSpec
+from monitor.steering.rules import SteeringSpec
 from tests.keepalived_check import reference_check_passes
 from tests.netns import Topology, available, run
 

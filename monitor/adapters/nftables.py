@@ -7,23 +7,17 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from monitor.steering import (
-    FAMILIES,
-    Family,
+from monitor.steering.listing import (
     Listing,
-    Rule,
     RulesetError,
-    SteeringSpec,
-    desired_rules,
     listed_tables,
     needs_iptables_comments,
     our_rules,
     parse_iptables_save,
     parse_listing,
-    plan,
-    sweep_tables,
-    vip_families,
 )
+from monitor.steering.plan import plan, sweep_tables
+from monitor.steering.rules import FAMILIES, Family, Rule, SteeringSpec, desired_rules, vip_families
 
 
 @dataclass(frozen=True)
@@ -57,7 +51,7 @@ class _NftError(Exception):
 class NftSteering:
     """Keeps the steering rules of ``spec`` installed (ensure) or absent (remove); never raises to callers.
 
-    The first ensure/remove also sweeps up what earlier monitors left (see ``steering.plan``); it
+    The first ensure/remove also sweeps up what earlier monitors left (see ``monitor.steering.plan``); it
     is repeated until one succeeds. After that a cycle reads only the VIP families' tables: one
     ``nft -j list table`` per family, and one ``nft -f -`` only when something must change.
     """
