@@ -17,7 +17,7 @@ from monitor.steering.listing import (
     parse_listing,
 )
 from monitor.steering.plan import plan, sweep_tables
-from monitor.steering.rules import FAMILIES, Family, Rule, SteeringSpec, desired_rules, vip_families
+from monitor.steering.rules import FAMILIES, Family, SteeringSpec, desired_rules, vip_families
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,6 @@ class SteeringResult:
     rules: int
     leftovers: tuple[str, ...] = ()
     warning: str | None = None
-
-
-@dataclass(frozen=True)
-class SteeringState:
-    """Our rules as currently installed, and whether that equals the desired set."""
-
-    rules: tuple[Rule, ...]
-    in_sync: bool
-    error: str | None = None
 
 
 class _NftError(Exception):
@@ -218,16 +209,6 @@ class NftSteering:
     def remove(self) -> SteeringResult:
         """Delete our rules, and our chains/tables when they hold nothing else."""
         return self._cycle(steer=False)
-
-    def state(self) -> SteeringState:
-        """Our installed rules and whether they match the desired set (for /readyz and metrics)."""
-        try:
-            listing = self._read(sweep=False)
-        except (_NftError, RulesetError) as exc:
-            return SteeringState(rules=(), in_sync=False, error=str(exc))
-        current = tuple(r for f in self._families for r in our_rules(listing, self._spec, f))
-        in_sync = plan(listing, self._spec, steer=True).script is None
-        return SteeringState(rules=current, in_sync=in_sync)
 
     def _count_quietly(self) -> int:
         try:
