@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from monitor.model import Backend, LBConfig
-from monitor.render.gotemplate import lbconfig_value, parse_go_template, render_lbconfig
+from monitor.render.data import go_data
+from monitor.render.gotemplate import parse_go_template
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "openshift-haproxy.cfg.tmpl"
 BACKENDS = 5_000
@@ -31,18 +32,19 @@ def main() -> int:
     template = parse_go_template(source, name=TEMPLATE.name)
     parse_ms = (time.perf_counter() - start) * 1000
 
-    data = lbconfig_value(config)
+    data = go_data(config)
     execute_ms = []
     for _ in range(RUNS):
         start = time.perf_counter()
         out = template.execute(data)
         execute_ms.append((time.perf_counter() - start) * 1000)
 
-    # What the monitor does per change: typed data from the LBConfig plus execution (parse cached).
+    # The whole render from source: parse, typed data from the LBConfig, execute. The monitor parses once per
+    # template edit, so a backend change costs less than this; the target holds even with the parse.
     render_ms = []
     for _ in range(RUNS):
         start = time.perf_counter()
-        render_lbconfig(source, config, name=TEMPLATE.name)
+        parse_go_template(source, name=TEMPLATE.name).execute(go_data(config))
         render_ms.append((time.perf_counter() - start) * 1000)
 
     render_median = statistics.median(render_ms)
@@ -52,7 +54,7 @@ def main() -> int:
         f"execute, median:               {statistics.median(execute_ms):8.2f} ms (min {min(execute_ms):.2f})"
     )
     print(
-        f"render_lbconfig, median:       {render_median:8.2f} ms"
+        f"render from source, median:    {render_median:8.2f} ms"
         f" (min {min(render_ms):.2f}; target <= {TARGET_MS:.0f} ms)"
     )
     return 0 if render_median <= TARGET_MS else 1

@@ -95,7 +95,7 @@ def report(result: dict[str, Any], interval: float) -> None:
 def nft_inner(runs: int) -> dict[str, list[float]]:
     """Run inside an empty private netns (``unshare -n``): time NftSteering's operations, in seconds."""
     from monitor.adapters.nftables import NftSteering
-    from monitor.steering import SteeringSpec
+    from monitor.steering.rules import SteeringSpec
 
     def timed(call: Callable[[], object]) -> float:
         t0 = time.perf_counter()

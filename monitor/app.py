@@ -29,7 +29,7 @@ class _Steering:
 
     def __init__(self, settings: Settings) -> None:
         from monitor.adapters.nftables import NftSteering
-        from monitor.steering import SteeringSpec
+        from monitor.steering.rules import SteeringSpec
 
         self._nft = NftSteering(
             spec=SteeringSpec(vips=settings.api_vips, api_port=settings.api_port, lb_port=settings.lb_port),

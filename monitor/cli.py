@@ -252,8 +252,8 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def render_main(argv: Sequence[str]) -> int:
     """``monitor render TEMPLATE DATA.json``: print the rendering to stdout."""
-    from monitor.model import LBConfig
     from monitor.render import Renderer, RenderError
+    from monitor.render.data import lbconfig_from_json
 
     p = argparse.ArgumentParser(
         prog="monitor render", description="Render TEMPLATE for the LBConfig in DATA.json."
@@ -277,7 +277,7 @@ def render_main(argv: Sequence[str]) -> int:
         print(f"monitor render: {args.data}: invalid JSON: {exc}", file=sys.stderr)
         return 1
     try:
-        config = LBConfig.from_json_data(raw, source=str(args.data))
+        config = lbconfig_from_json(raw, source=str(args.data))
     except ValueError as exc:
         print(f"monitor render: {exc}", file=sys.stderr)
         return 1

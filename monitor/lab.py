@@ -24,6 +24,7 @@ from typing import Any, Self
 
 from monitor.adapters.haproxy import ServerStat, StatsParseError, read_stats
 from monitor.model import Backend, LBConfig
+from monitor.render.data import jinja_data
 
 # Longest unix socket path we create (sun_path is 108 bytes including the NUL).
 MAX_SOCKET_PATH = 100
@@ -245,7 +246,7 @@ class HaproxyLab:
 
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         template = env.from_string(self.template_path.read_text())
-        return template.render(self.lbconfig(backends).template_data())
+        return template.render(jinja_data(self.lbconfig(backends)))
 
     def write_config(self, text: str) -> None:
         """Atomically replace the live config (temp file in the same directory, fsync, rename)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from monitor.model import Backend, LBConfig
-from monitor.render.gotemplate import GoTemplateError, parse_go_template, render_lbconfig
+from monitor.render.data import go_data
+from monitor.render.gotemplate import GoTemplateError, parse_go_template
 
 
 def _parse_error(source: str, name: str = "haproxy.cfg.tmpl") -> GoTemplateError:
@@ -84,7 +85,7 @@ LB = LBConfig(api_port=6443, lb_port=9445, stat_port=29445, backends=(Backend("m
 )
 def test_an_execution_error_names_template_line_and_column_like_go(source: str, expected: str) -> None:
     with pytest.raises(GoTemplateError) as info:
-        render_lbconfig(source, LB, name="t")
+        parse_go_template(source, name="t").execute(go_data(LB))
     assert str(info.value) == expected
     assert info.value.name == "t"
 
@@ -93,4 +94,4 @@ def test_undefined_data_is_an_error_for_structs_but_no_value_for_maps() -> None:
     template = parse_go_template("{{ .missing }}|{{ .a.missing.deeper }}", name="m")
     assert template.execute({"a": {}}) == "<no value>|<no value>"
     with pytest.raises(GoTemplateError, match="can't evaluate field missing"):
-        render_lbconfig("{{ .missing }}", LB, name="s")
+        parse_go_template("{{ .missing }}", name="s").execute(go_data(LB))

@@ -8,7 +8,8 @@ import jinja2
 import pytest
 
 from monitor.model import Backend, LBConfig
-from monitor.render.gotemplate import render_lbconfig
+from monitor.render.data import go_data, jinja_data
+from monitor.render.gotemplate import parse_go_template
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -36,14 +37,15 @@ CONFIGS = {
 
 def _render_j2(config: LBConfig) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return env.from_string((TEMPLATES / "haproxy.cfg.j2").read_text()).render(config.template_data())
+    return env.from_string((TEMPLATES / "haproxy.cfg.j2").read_text()).render(jinja_data(config))
 
 
 @pytest.mark.parametrize("key", sorted(CONFIGS))
 def test_the_go_template_twin_renders_the_same_bytes_as_the_jinja2_template(key: str) -> None:
     config = CONFIGS[key]
     expected = _render_j2(config)
-    got = render_lbconfig((TEMPLATES / "haproxy.cfg.tmpl").read_text(), config, name="haproxy.cfg.tmpl")
+    template = parse_go_template((TEMPLATES / "haproxy.cfg.tmpl").read_text(), name="haproxy.cfg.tmpl")
+    got = template.execute(go_data(config))
     assert got == expected
     for backend in config.backends:
         assert f"server {backend.host} {backend.address}:{backend.port} " in got

@@ -7,18 +7,16 @@ from typing import Any
 
 import pytest
 
-from monitor.steering import (
+from monitor.steering.listing import (
     Listing,
-    SteeringSpec,
-    desired_rules,
     iptables_era_rules,
     needs_iptables_comments,
     our_rules,
     parse_iptables_save,
     parse_listing,
-    plan,
-    vip_families,
 )
+from monitor.steering.plan import plan
+from monitor.steering.rules import SteeringSpec, desired_rules, vip_families
 
 VIP4, VIP4B, VIP6 = "192.0.2.10", "192.0.2.11", "2001:db8::10"
 SPEC = SteeringSpec(vips=(VIP4, "2001:DB8:0::10"))

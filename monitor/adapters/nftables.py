@@ -7,23 +7,17 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from monitor.steering import (
-    FAMILIES,
-    Family,
+from monitor.steering.listing import (
     Listing,
-    Rule,
     RulesetError,
-    SteeringSpec,
-    desired_rules,
     listed_tables,
     needs_iptables_comments,
     our_rules,
     parse_iptables_save,
     parse_listing,
-    plan,
-    sweep_tables,
-    vip_families,
 )
+from monitor.steering.plan import plan, sweep_tables
+from monitor.steering.rules import FAMILIES, Family, SteeringSpec, desired_rules, vip_families
 
 
 @dataclass(frozen=True)
@@ -41,15 +35,6 @@ class SteeringResult:
     warning: str | None = None
 
 
-@dataclass(frozen=True)
-class SteeringState:
-    """Our rules as currently installed, and whether that equals the desired set."""
-
-    rules: tuple[Rule, ...]
-    in_sync: bool
-    error: str | None = None
-
-
 class _NftError(Exception):
     """A one-line, user-facing reason why nft could not be run or refused our input."""
 
@@ -57,7 +42,7 @@ class _NftError(Exception):
 class NftSteering:
     """Keeps the steering rules of ``spec`` installed (ensure) or absent (remove); never raises to callers.
 
-    The first ensure/remove also sweeps up what earlier monitors left (see ``steering.plan``); it
+    The first ensure/remove also sweeps up what earlier monitors left (see ``monitor.steering.plan``); it
     is repeated until one succeeds. After that a cycle reads only the VIP families' tables: one
     ``nft -j list table`` per family, and one ``nft -f -`` only when something must change.
     """
@@ -224,16 +209,6 @@ class NftSteering:
     def remove(self) -> SteeringResult:
         """Delete our rules, and our chains/tables when they hold nothing else."""
         return self._cycle(steer=False)
-
-    def state(self) -> SteeringState:
-        """Our installed rules and whether they match the desired set (for /readyz and metrics)."""
-        try:
-            listing = self._read(sweep=False)
-        except (_NftError, RulesetError) as exc:
-            return SteeringState(rules=(), in_sync=False, error=str(exc))
-        current = tuple(r for f in self._families for r in our_rules(listing, self._spec, f))
-        in_sync = plan(listing, self._spec, steer=True).script is None
-        return SteeringState(rules=current, in_sync=in_sync)
 
     def _count_quietly(self) -> int:
         try:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from monitor.model import LBConfig
+from monitor.render.data import go_data, jinja_data
+from monitor.render.gotemplate import GoTemplateError, parse_go_template
 
 Language = Literal["go", "jinja2"]
 
@@ -46,7 +48,7 @@ class _JinjaTemplate:
         import jinja2
 
         try:
-            return self._template.render(lbconfig.template_data())
+            return self._template.render(jinja_data(lbconfig))
         except jinja2.TemplateError as exc:
             raise RenderError(f"{self._where(exc)}: {type(exc).__name__}: {exc}") from None
         except Exception as exc:  # a filter or test raising: still the template's fault
@@ -63,23 +65,16 @@ class _JinjaTemplate:
 
 class _GoTemplate:
     def __init__(self, source: str, path: Path) -> None:
-        try:
-            from monitor.render import gotemplate
-        except ImportError:  # pragma: no cover - only while the engine is absent
-            raise RenderError(
-                f"{path}: Go text/template (.tmpl) templates are not supported yet; use a .j2 template"
-            ) from None
-        self._gt = gotemplate
         self._path = path
         try:
-            self._template = gotemplate.parse_go_template(source, name=path.name)
-        except gotemplate.GoTemplateError as exc:
+            self._template = parse_go_template(source, name=path.name)
+        except GoTemplateError as exc:
             raise RenderError(f"{path}: {exc}") from None
 
     def render(self, lbconfig: LBConfig) -> str:
         try:
-            return self._template.execute(self._gt.lbconfig_value(lbconfig))
-        except self._gt.GoTemplateError as exc:
+            return self._template.execute(go_data(lbconfig))
+        except GoTemplateError as exc:
             raise RenderError(f"{self._path}: {exc}") from None
 
 
@@ -102,11 +97,9 @@ class Renderer:
             raise RenderError(f"{self.path}: cannot read template: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
             raise RenderError(f"{self.path}: template is not UTF-8 text ({exc.reason})") from None
-        compiled: _Compiled
-        compiled = (
+        self._compiled = (
             _GoTemplate(source, self.path) if self.language == "go" else _JinjaTemplate(source, self.path)
         )
-        self._compiled = compiled
 
     def render(self, lbconfig: LBConfig) -> str:
         if self._compiled is None:

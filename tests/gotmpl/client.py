@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from monitor.model import LBConfig
-from monitor.render.gotemplate import GoTemplateError, lbconfig_value, parse_go_template
+from monitor.render.data import go_data, lbconfig_from_json
+from monitor.render.gotemplate import GoTemplateError, parse_go_template
 
 ORACLE_SOURCE = Path(__file__).with_name("oracle.go")
 
@@ -75,7 +75,7 @@ def go_json(data: Any) -> Any:
 
 def _wire_data(case: Case) -> Any:
     if case.mode == "lbconfig":
-        lb = LBConfig.from_json_data(case.data)
+        lb = lbconfig_from_json(case.data)
         # The engine models "no backends" as a nil slice like the reference; JSON null gives Go that.
         return {
             "LBConfig": {
@@ -111,7 +111,7 @@ def run_python(case: Case) -> Outcome:
     try:
         template = parse_go_template(case.template, name=case.name)
         if case.mode == "lbconfig":
-            data: object = lbconfig_value(LBConfig.from_json_data(case.data))
+            data: object = go_data(lbconfig_from_json(case.data))
         else:
             data = json.loads(json.dumps(go_json(case.data)))
         out = template.execute(data)

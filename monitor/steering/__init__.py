@@ -1,0 +1,1 @@
+"""Pure nftables steering: ``rules`` (what must exist), ``listing`` (what exists), ``plan`` (one transaction)."""
