@@ -7,7 +7,7 @@ in the namespace it runs in, so the script refuses to run anywhere that is not e
 
 This process's namespace plays the control-plane host: ``lo``, a veth to a throw-away "client"
 namespace, the API VIPs on the veth, the simulated API (KubeSim), a fake kube-apiserver as HAProxy's
-backend (127.0.0.11:6443), a "direct" API on VIP:6443 (what a client reaches when nothing is steered),
+backend (192.0.2.11:6443, a second host address), a "direct" API on VIP:6443 (what a client reaches when nothing is steered),
 HAProxy behind the reload handler, and the monitor process. Before the monitor first starts, the test
 run plants what earlier monitors leave on an upgraded host (our old ``inet ocp_nat`` table, the
 reference's iptables-era rules in ``ip``/``ip6 nat``) beside foreign rules. Every behaviour is observed
@@ -52,14 +52,14 @@ from tests.keepalived_check import reference_check_passes
 
 REPO = Path(__file__).resolve().parents[2]
 VIP4, VIP6 = "192.0.2.10", "2001:db8::10"
-HOST_ADDRS = ("192.0.2.1/24", f"{VIP4}/24", "2001:db8::1/64", f"{VIP6}/64")
+HOST_ADDRS = ("192.0.2.1/24", "192.0.2.11/24", f"{VIP4}/24", "2001:db8::1/64", f"{VIP6}/64")
 CLIENT_ADDRS = ("192.0.2.2/24", "2001:db8::2/64")
 # Fixed ports are safe here: the namespace is private to this process.
 API_PORT, LB_PORT = 6443, 9445
 # The monitor's /readyz /metrics; one monitor runs at a time, and HAProxy's ports come from the
 # ephemeral range, so this cannot collide.
 LISTEN_PORT = 9448
-BACKEND_ADDR = "127.0.0.11"
+BACKEND_ADDR = "192.0.2.11"  # a host address: discovery refuses loopback backends behind a non-loopback VIP
 TABLE, COMMENT = "ocp_nat", "OCP_API_LB_REDIRECT"
 PREROUTING, OUTPUT = "ocp_prerouting", "ocp_output"
 EXPECTED_RULES = frozenset((chain, vip) for chain in (PREROUTING, OUTPUT) for vip in (VIP4, VIP6))
