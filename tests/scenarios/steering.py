@@ -45,9 +45,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from monitor.kubesim import KubeSim
-from monitor.lab import FakeApiServer, HaproxyLab, make_self_signed_cert
 from monitor.settings import parse_duration
+from monitor.testbed.apiserver import KubeSim
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, make_self_signed_cert
 from tests.keepalived_check import reference_check_passes
 
 REPO = Path(__file__).resolve().parents[2]
