@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from monitor.discovery import backends_from_nodes, lbconfig
-from monitor.kubesim import KubeSim
-from monitor.lab import FakeApiServer, HaproxyLab, free_port
 from monitor.loop import backend_diff
 from monitor.model import Backend
 from monitor.render import Renderer
+from monitor.testbed.apiserver import KubeSim
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 MASTER = {"node-role.kubernetes.io/master": ""}

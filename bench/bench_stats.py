@@ -18,12 +18,12 @@ from pathlib import Path
 
 from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource, read_stats, read_stats_page
 from monitor.adapters.httpserver import StatusServer
-from monitor.kubesim import KubeSim
-from monitor.lab import FakeApiServer, HaproxyLab, free_port
 from monitor.metrics import Metrics
 from monitor.model import Backend
 from monitor.render import Renderer
 from monitor.statsconfig import stats_endpoints
+from monitor.testbed.apiserver import KubeSim
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "templates" / "openshift-haproxy.cfg.tmpl"

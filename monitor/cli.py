@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "render":
         return render_main(argv[1:])
     if argv and argv[0] == "demo":
-        from monitor.demo import main as demo_main
+        from monitor.testbed.demo import main as demo_main
 
         return demo_main(argv[1:])
     parser = build_parser()

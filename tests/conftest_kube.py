@@ -11,7 +11,7 @@ from typing import Any
 
 from monitor.adapters.kube import KubeWatcher
 from monitor.events import Connectivity, Objects
-from monitor.kubesim import KubeSim
+from monitor.testbed.apiserver import KubeSim
 
 MASTER = "node-role.kubernetes.io/master"
 MASTER_SELECTOR = f"{MASTER}="

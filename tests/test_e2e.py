@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from monitor.adapters.haproxy import read_stats_page
-from monitor.kubesim import KubeSim
-from monitor.lab import FakeApiServer, HaproxyLab, free_port
-from monitor.pki import make_kubelet_pki, write_kubeconfig
 from monitor.statsconfig import stats_endpoints
+from monitor.testbed.apiserver import KubeSim
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, free_port
+from monitor.testbed.pki import make_kubelet_pki, write_kubeconfig
 
 pytestmark = pytest.mark.haproxy
 

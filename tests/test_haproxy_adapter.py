@@ -16,7 +16,7 @@ from monitor.adapters.haproxy import (
     parse_show_stat,
     read_stats,
 )
-from monitor.lab import FakeApiServer, HaproxyLab
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "haproxy.cfg.j2"
 HAVE_HAPROXY = os.access("/usr/sbin/haproxy", os.X_OK)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor import pki
 from monitor.adapters.kube import KubeWatcher
-from monitor.kubesim import KubeSim
+from monitor.testbed import pki
+from monitor.testbed.apiserver import KubeSim
 from tests.conftest_kube import MASTER, Recorder, add_master, running_watcher, snapshot_names
 
 

@@ -12,8 +12,8 @@ import pytest
 import urllib3
 from kubernetes import client, config, watch
 
-from monitor import pki
-from monitor.kubesim import KubeSim
+from monitor.testbed import pki
+from monitor.testbed.apiserver import KubeSim
 
 MASTER = "node-role.kubernetes.io/master"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.lab import FakeApiServer, HaproxyLab
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab
 
 pytestmark = [
     pytest.mark.haproxy,

@@ -23,9 +23,9 @@ from monitor.adapters.haproxy import (
     read_stats_page,
 )
 from monitor.adapters.httpserver import StatusServer
-from monitor.lab import FakeApiServer, HaproxyLab
 from monitor.metrics import Metrics
 from monitor.statsconfig import page_from_url
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab
 from tests.fakehttp import FakeHTTP
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "haproxy.cfg.j2"

@@ -45,9 +45,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from monitor.kubesim import KubeSim
-from monitor.lab import FakeApiServer, HaproxyLab, make_self_signed_cert
 from monitor.settings import parse_duration
+from monitor.testbed import pki
+from monitor.testbed.apiserver import KubeSim
+from monitor.testbed.haproxy import FakeApiServer, HaproxyLab
 from tests.keepalived_check import reference_check_passes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -357,9 +358,9 @@ class Scenario:
         self.sim.add_node("master-0", labels=MASTER, addresses=[("InternalIP", BACKEND_ADDR)])
         self.kubeconfig = self.sim.write_kubeconfig(self.tmp / "kubeconfig")
         self.servers.append(FakeApiServer(cert_dir=self.tmp / "certs", address=BACKEND_ADDR, port=API_PORT))
-        cert, key = make_self_signed_cert(self.tmp / "certs")
+        pair = pki.shared_server_cert(self.tmp / "certs")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(pair.cert, pair.key)
         self.servers.extend(DirectApi(vip, context) for vip in (VIP4, VIP6))
         self.lab = HaproxyLab(
             workdir=self.tmp / "haproxy", template=REPO / "templates" / "haproxy.cfg.j2", lb_port=LB_PORT

@@ -15,7 +15,7 @@ from monitor.settings import Settings
 
 MASTER_LABEL = {"node-role.kubernetes.io/master": ""}
 SEARCH = (
-    Path(__file__).resolve().parent.parent / "templates",  # a source checkout (pip install -e .)
+    Path(__file__).resolve().parents[2] / "templates",  # a source checkout (pip install -e .)
     Path("/usr/share/haproxy-monitor/templates"),  # the container image
 )
 
@@ -64,9 +64,9 @@ def _demo(workdir: Path, *, timeout: float) -> int:
     from monitor import logs
     from monitor.app import run
     from monitor.events import Stop
-    from monitor.kubesim import KubeSim
-    from monitor.lab import FakeApiServer, HaproxyLab, free_port
     from monitor.loop import Monitor
+    from monitor.testbed.apiserver import KubeSim
+    from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, free_port
 
     def say(text: str) -> None:
         print(text, flush=True)

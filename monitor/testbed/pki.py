@@ -103,6 +103,19 @@ def make_server_cert(
     return _issue(ca, directory, name=name, subject=f"/CN={name}", extensions=ext, days=days)
 
 
+def shared_server_cert(directory: Path, *, name: str = "fake-kube-apiserver") -> CertPair:
+    """A serving certificate signed by its own CA in *directory*: made by the first caller, reused by the rest.
+
+    Many fake API servers share one directory, and HAProxy checks them with ``verify none``; one certificate
+    for all saves the openssl runs.
+    """
+    pair = CertPair(directory / f"{name}.crt", directory / f"{name}.key")
+    if pair.cert.exists() and pair.key.exists():
+        return pair
+    ca = make_ca(directory, name=f"{name}-ca", days=30)
+    return make_server_cert(ca, directory, name=name, days=30)
+
+
 def make_client_cert(
     ca: CertPair,
     directory: Path,

@@ -22,9 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from monitor.adapters.files import ConfigWriter
 from monitor.adapters.haproxy import ServerStat, StatsParseError, read_stats
 from monitor.model import Backend, LBConfig
-from monitor.render.data import jinja_data
+from monitor.reload_handler import child_pids
+from monitor.render import Renderer
+from monitor.testbed import pki
 
 # Longest unix socket path we create (sun_path is 108 bytes including the NUL).
 MAX_SOCKET_PATH = 100
@@ -68,25 +71,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         fallback: int = s.getsockname()[1]
         return fallback
-
-
-def make_self_signed_cert(directory: Path, *, name: str = "fake-kube-apiserver") -> tuple[Path, Path]:
-    """Create (or reuse) a self-signed EC certificate with the ``openssl`` CLI; returns (cert, key)."""
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    if cert.exists() and key.exists():
-        return cert, key
-    directory.mkdir(parents=True, exist_ok=True)
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise LabError("the openssl CLI is needed to make a test certificate; install openssl")
-    cmd = [
-        openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise LabError(f"openssl could not create {cert}: {done.stderr.strip()[:200]}")
-    return cert, key
 
 
 class _ReadyzHandler(http.server.BaseHTTPRequestHandler):
@@ -138,9 +122,9 @@ class FakeApiServer:
     def __init__(
         self, *, cert_dir: Path, address: str = "127.0.0.1", port: int = 0, ready: bool = True
     ) -> None:
-        cert, key = make_self_signed_cert(cert_dir)
+        pair = pki.shared_server_cert(cert_dir)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(pair.cert, pair.key)
         self.ready = ready
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -224,6 +208,8 @@ class HaproxyLab:
         self.stat_port = stat_port or free_port()
         self.template_path = etc / ("sandbox-" + template.name)
         self.template_path.write_text(self.sandbox_text(template.read_text()))
+        # Unvalidated on purpose: tests hand the reload handler empty and broken configs.
+        self._writer = ConfigWriter(cfg=self.cfg_path, haproxy_bin=None)
         self._handler: subprocess.Popen[bytes] | None = None
 
     def sandbox_text(self, text: str) -> str:
@@ -239,23 +225,12 @@ class HaproxyLab:
         )
 
     def render(self, backends: Sequence[Backend]) -> str:
-        """Render the sandbox template with jinja2 (``.j2`` templates only; Go templates need the renderer)."""
-        if self.template_path.suffix != ".j2":
-            raise LabError(f"{self.template_path}: HaproxyLab.render only renders Jinja2 (.j2) templates")
-        import jinja2
-
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-        template = env.from_string(self.template_path.read_text())
-        return template.render(jinja_data(self.lbconfig(backends)))
+        """The sandbox template rendered by the product's renderer (read afresh: tests may edit the file)."""
+        return Renderer(self.template_path).render(self.lbconfig(backends))
 
     def write_config(self, text: str) -> None:
-        """Atomically replace the live config (temp file in the same directory, fsync, rename)."""
-        tmp = self.cfg_path.with_name(f".{self.cfg_path.name}.tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.cfg_path)
+        """Replace the live config with the product's atomic writer (no ``haproxy -c``: see ``__init__``)."""
+        self._writer.write(text)
 
     # ---- the handler process ---------------------------------------------------------------------------
     @property
@@ -359,9 +334,11 @@ class HaproxyLab:
         return sorted(found)
 
     def masters(self) -> list[int]:
-        """HAProxy master processes, i.e. the direct children of the handler."""
-        handler = self.handler_pid
-        return [pid for pid in self.haproxy_pids() if _ppid(pid) == handler]
+        """HAProxy master processes, i.e. the handler's direct children that run this lab's config."""
+        if self.handler_pid is None:
+            return []
+        children = set(child_pids(self.handler_pid))
+        return [pid for pid in self.haproxy_pids() if pid in children]
 
     def stats(self) -> list[ServerStat]:
         return read_stats(self.admin_socket)
@@ -383,11 +360,3 @@ class HaproxyLab:
                 tail = "\n".join(self.handler_log().splitlines()[-8:])
                 raise LabError(f"condition not reached within {timeout}s; handler log tail:\n{tail}")
             time.sleep(0.005)
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(data.rsplit(")", 1)[-1].split()[1])

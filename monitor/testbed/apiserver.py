@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from monitor import pki
+from monitor.testbed import pki
 
 Obj = dict[str, Any]
 
