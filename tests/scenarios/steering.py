@@ -7,8 +7,9 @@ in the namespace it runs in, so the script refuses to run anywhere that is not e
 
 This process's namespace plays the control-plane host: ``lo``, a veth to a throw-away "client"
 namespace, the API VIPs on the veth, the simulated API (KubeSim), a fake kube-apiserver as HAProxy's
-backend (192.0.2.11:6443, a second host address), a "direct" API on VIP:6443 (what a client reaches when nothing is steered),
-HAProxy behind the reload handler, and the monitor process. Before the monitor first starts, the test
+backend (192.0.2.11:6443, a second host address), a "direct" API on VIP:6443 (what a client reaches when
+nothing is steered), HAProxy behind the reload handler, and the monitor process. Before the monitor first
+starts, the test
 run plants what earlier monitors leave on an upgraded host (our old ``inet ocp_nat`` table, the
 reference's iptables-era rules in ``ip``/``ip6 nat``) beside foreign rules. Every behaviour is observed
 from outside the monitor (nft and iptables-nft-save listings, OpenShift's keepalived check as
