@@ -5,17 +5,15 @@ in the namespace it runs in, so the script refuses to run anywhere that is not e
 
     unshare -n .venv/bin/python -m tests.scenarios.steering --json
 
-This process's namespace plays the control-plane host: ``lo``, a veth to a throw-away "client"
-namespace, the API VIPs on the veth, the simulated API (KubeSim), a fake kube-apiserver as HAProxy's
-backend (192.0.2.11:6443, a second host address), a "direct" API on VIP:6443 (what a client reaches when
-nothing is steered), HAProxy behind the reload handler, and the monitor process. Before the monitor first
-starts, the test
-run plants what earlier monitors leave on an upgraded host (our old ``inet ocp_nat`` table, the
-reference's iptables-era rules in ``ip``/``ip6 nat``) beside foreign rules. Every behaviour is observed
-from outside the monitor (nft and iptables-nft-save listings, OpenShift's keepalived check as
-``tests/keepalived_check.py`` performs it, HAProxy's frontend counters, client connections) and printed
-as one JSON object; ``tests/test_steering_e2e.py`` asserts on it and ``bench/bench_steering.py``
-reports figures.
+This process's namespace plays the control-plane host: ``lo``, a veth to a throw-away "client" namespace, the
+API VIPs on the veth, the simulated API (KubeSim), a fake kube-apiserver as HAProxy's backend
+(192.0.2.11:6443, a second host address), a "direct" API on VIP:6443 (what a client reaches when nothing is
+steered), HAProxy behind the reload handler, and the monitor process. Before the monitor first starts, the
+test run plants what earlier monitors leave on an upgraded host (our old ``inet ocp_nat`` table, the
+reference's iptables-era rules in ``ip``/``ip6 nat``) beside foreign rules. Every behaviour is observed from
+outside the monitor (nft and iptables-nft-save listings, OpenShift's keepalived check as
+``tests/keepalived_check.py`` performs it, HAProxy's frontend counters, client connections) and printed as one
+JSON object; ``tests/test_steering_e2e.py`` asserts on it and ``bench/bench_steering.py`` reports figures.
 
 Exit code: 0 when every step ran, 1 when a step failed (the JSON's ``error`` says which), 2 on usage.
 """
