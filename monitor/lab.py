@@ -263,7 +263,7 @@ class HaproxyLab:
 
     def handler_args(self) -> list[str]:
         return [
-            sys.executable, "-m", "monitor.reload_handler",
+            sys.executable, "-m", "haproxy_reload_handler",
             "--config", str(self.cfg_path),
             "--master-socket", str(self.master_socket),
             "--admin-socket", str(self.admin_socket),
