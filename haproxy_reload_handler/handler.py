@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import signal
@@ -11,11 +10,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from haproxy_reload_handler.log import log
-from haproxy_reload_handler.processes import become_subreaper, child_pids, descendants, send
+from haproxy_reload_handler.processes import (
+    FileIdentity,
+    become_subreaper,
+    child_pids,
+    descendants,
+    exit_words,
+    has_children,
+    send,
+    wrote_pid_file,
+)
 from haproxy_reload_handler.server import SocketServer
 
 # While a new HAProxy starts, how often to look for its worker (about 40 ms for a small config).
 READY_POLL = 0.01
+# After SIGKILL at shutdown, how long to wait for the processes to be reaped before exiting anyway.
+REAP_AFTER_KILL = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class PendingReload:
     pid: int
     old_pids: tuple[int, ...]
     started: float
+    pid_file_before: FileIdentity
 
 
 @dataclass
@@ -77,6 +88,7 @@ class Handler:
         self.instances: dict[int, Instance] = {}
         self.pending: PendingReload | None = None
         self.reload_wanted = False
+        self.stopping = False
         self.server = SocketServer(
             master_socket=opts.master_socket,
             log_socket=opts.log_socket,
@@ -164,27 +176,55 @@ class Handler:
         return [i for i in self.instances.values() if i.alive]
 
     def reap(self) -> None:
+        """Collect every exited child, then give one account of each HAProxy that exited."""
+        exited: list[Instance] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             code = os.waitstatus_to_exitcode(status)
             inst = self.instances.get(pid)
             if inst is None:
-                log(f"reaped orphan pid {pid} (status {code})")
+                log(f"reaped orphan pid {pid} ({exit_words(code)})")
                 continue
             inst.status = code
-            if not (self.pending is not None and self.pending.pid == pid):
-                log(f"haproxy pid {pid} exited (status {code})")
-                if inst.stop_deadline is None and inst.term_sent is None and not self.alive():
-                    log("no haproxy is running now; send 'reload' to start one")
+            exited.append(inst)
+        for inst in exited:
+            self._account_exit(inst)
+        if exited and not self.stopping and not self.alive():
+            log("no haproxy is running now; send 'reload' to start one")
+
+    def _account_exit(self, inst: Instance) -> None:
+        """Log how a HAProxy ended, from facts that do not depend on when this loop looked.
+
+        Whether a new HAProxy failed to start is decided by its pid file, not by whether we happened to
+        see its worker before it died: a HAProxy killed 40 ms after it forked its worker is a HAProxy that
+        died, not a failed reload, even when the loop had not polled it yet.
+        """
+        assert inst.status is not None
+        how = exit_words(inst.status)
+        p = self.pending
+        if p is None or p.pid != inst.pid:
+            log(f"haproxy pid {inst.pid} {how}")
+            return
+        self.pending = None
+        elapsed = (time.monotonic() - p.started) * 1000
+        if wrote_pid_file(self.opts.pid_file, inst.pid, before=p.pid_file_before):
+            # It started; the old processes are not given a deadline, they may be the only ones serving.
+            log(f"haproxy pid {inst.pid} {how}")
+            return
+        hint = "" if inst.status < 0 else f" (check with: haproxy -c -f {self.opts.config})"
+        still = " ".join(str(i.pid) for i in self.alive()) or "none"
+        log(
+            f"haproxy pid {inst.pid} {how} after {elapsed:.0f} ms before starting a worker: "
+            f"reload FAILED{hint}; still serving: {still}"
+        )
 
     def _forget_dead(self) -> None:
-        pending = self.pending.pid if self.pending is not None else None
-        self.instances = {pid: i for pid, i in self.instances.items() if i.alive or pid == pending}
+        self.instances = {pid: i for pid, i in self.instances.items() if i.alive}
 
     def start_haproxy(self) -> None:
         cfg = self.opts.config
@@ -201,6 +241,7 @@ class Handler:
             if self.opts.admin_socket.exists():
                 argv += ["-x", str(self.opts.admin_socket)]
             argv += ["-sf", *map(str, old)]
+        pid_file_before = FileIdentity.of(self.opts.pid_file)
         try:
             pid = os.posix_spawn(
                 argv[0], argv, os.environ, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), setsigmask=()
@@ -210,27 +251,18 @@ class Handler:
             return
         now = time.monotonic()
         self.instances[pid] = Instance(pid=pid, started=now)
-        self.pending = PendingReload(pid=pid, old_pids=old, started=now)
+        self.pending = PendingReload(pid=pid, old_pids=old, started=now, pid_file_before=pid_file_before)
         if old:
             log(f"reload requested; started haproxy pid {pid} (old: {' '.join(map(str, old))})")
         else:
             log(f"started haproxy pid {pid}")
 
     def _check_pending(self) -> None:
+        """A new HAProxy that forked its worker is ready; its exit is accounted for by ``reap``."""
         p = self.pending
         if p is None:
             return
-        inst = self.instances[p.pid]
         elapsed = time.monotonic() - p.started
-        if not inst.alive:
-            still = " ".join(str(i.pid) for i in self.alive()) or "none"
-            log(
-                f"haproxy pid {p.pid} exited with status {inst.status} after {elapsed * 1000:.0f} ms "
-                f"before starting a worker: reload FAILED (check with: haproxy -c -f {self.opts.config}); "
-                f"still serving: {still}"
-            )
-            self.pending = None
-            return
         if child_pids(p.pid):
             log(f"haproxy pid {p.pid} ready in {elapsed * 1000:.0f} ms")
         elif elapsed > self.opts.ready_timeout:
@@ -271,6 +303,8 @@ class Handler:
             send(pid, signal.SIGKILL)
 
     def shutdown(self) -> None:
+        """SIGTERM every HAProxy, SIGKILL after the grace, and wait (on SIGCHLD) until all are reaped."""
+        self.stopping = True
         self.server.stop_accepting()
         now = time.monotonic()
         for inst in self.alive():
@@ -278,17 +312,14 @@ class Handler:
             inst.term_sent = now
             send(inst.pid, signal.SIGTERM)
         kill_at = now + self.opts.kill_grace
-        give_up_at = kill_at + 5.0
-        while self.alive() and time.monotonic() < give_up_at:
-            self.reap()
-            if time.monotonic() >= kill_at:
+        give_up_at = kill_at + REAP_AFTER_KILL
+        # Workers of a master that died are re-parented to us: wait for them too, not only the masters.
+        while has_children() and (now := time.monotonic()) < give_up_at:
+            if now >= kill_at:
                 for inst in self.alive():
                     if not inst.kill_sent:
                         self._kill(inst)
-            time.sleep(0.01)
-        # Workers of SIGKILLed masters may have been re-parented to us.
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0] != 0:
-                pass
+            self._drain((kill_at if now < kill_at else give_up_at) - now)
+            self.reap()
         self.server.close()
         log("stopped")
