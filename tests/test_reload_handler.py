@@ -8,7 +8,6 @@ import signal
 import socket
 import statistics
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +45,16 @@ def started_pids(lab: HaproxyLab) -> list[int]:
     return [int(m) for m in re.findall(r"started haproxy pid (\d+)", lab.handler_log())]
 
 
-def alive(pid: int) -> bool:
+def state(pid: int) -> str | None:
+    """The process's state letter from /proc (R, S, T for stopped, Z for a zombie), None once reaped."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except FileNotFoundError:
-        return False
-    return state != "Z"
+        return None
+
+
+def alive(pid: int) -> bool:
+    return state(pid) not in (None, "Z")
 
 
 def wait_single_master(lab: HaproxyLab, *, other_than: int | None = None, timeout: float = 10) -> int:
@@ -300,12 +303,65 @@ def test_a_reload_after_haproxy_died_starts_a_fresh_one(tmp_path: Path, apis: li
         assert f"started haproxy pid {fresh}\n" in lab.handler_log()  # a plain start: no -sf, no -x
 
 
-def test_the_handler_script_runs_with_the_system_python_alone(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parents[1] / "container" / "haproxy-reload-handler"
-    assert script.is_symlink() and not os.readlink(script).startswith("/")
-    # -I: isolated mode, so neither the monitor package nor the virtualenv's site-packages is importable.
-    done = subprocess.run(
-        ["/usr/bin/python3", "-I", str(script), "--help"], capture_output=True, text=True, timeout=30
+def test_a_haproxy_that_dies_before_the_handler_looked_at_it_is_reported_as_dead_not_as_a_failed_reload(
+    tmp_path: Path, apis: list[FakeApiServer]
+) -> None:
+    # The busy machine's worst case made certain: the handler gets no CPU from the moment it starts HAProxy
+    # until HAProxy has forked its worker, served and been killed. The wrapper freezes it once, then
+    # becomes HAProxy (same pid, so the handler still sees its own child).
+    freeze_once = tmp_path / "freeze-once"
+    wrapper = tmp_path / "haproxy"
+    wrapper.write_text(
+        f'#!/bin/sh\nif rm "{freeze_once}" 2>/dev/null; then kill -STOP "$PPID"; fi\n'
+        'exec /usr/sbin/haproxy "$@"\n'
     )
-    assert done.returncode == 0, done.stderr
-    assert "--force-stop-after" in done.stdout
+    wrapper.chmod(0o755)
+    with HaproxyLab(workdir=tmp_path / "lab", template=TEMPLATE, haproxy=str(wrapper)) as lab:
+        lab.write_config("")
+        lab.start_handler()
+        handler = lab.handler_pid
+        assert handler is not None
+        try:
+            lab.write_config(lab.render([apis[0].backend("master-0")]))
+            freeze_once.touch()
+            lab.reload()
+            lab.wait_until(lambda: state(handler) == "T", timeout=10)
+            dead = wait_single_master(lab)
+            os.kill(dead, signal.SIGKILL)
+            lab.wait_until(lambda: lab.haproxy_pids() == [], timeout=10)  # the orphaned worker follows
+        finally:
+            os.kill(handler, signal.SIGCONT)
+        lab.wait_until(lambda: "no haproxy is running now" in lab.handler_log(), timeout=10)
+        assert f"haproxy pid {dead} was killed by SIGKILL" in lab.handler_log()
+        assert "reload FAILED" not in lab.handler_log()
+
+        lab.reload()
+        fresh = wait_single_master(lab, other_than=dead)
+        assert f"started haproxy pid {fresh}\n" in lab.handler_log()
+
+
+def test_a_new_haproxy_killed_before_it_forks_a_worker_is_a_failed_reload_and_the_old_one_keeps_serving(
+    tmp_path: Path, apis: list[FakeApiServer]
+) -> None:
+    # The wrapper stops itself before it becomes HAProxy, so the kill lands before any worker exists.
+    hold = tmp_path / "hold-once"
+    wrapper = tmp_path / "haproxy"
+    wrapper.write_text(
+        f'#!/bin/sh\nif rm "{hold}" 2>/dev/null; then kill -STOP "$$"; fi\nexec /usr/sbin/haproxy "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with HaproxyLab(workdir=tmp_path / "lab", template=TEMPLATE, haproxy=str(wrapper)) as lab:
+        lab.write_config(lab.render([apis[0].backend("master-0")]))
+        lab.start_handler()
+        old = wait_single_master(lab)
+        hold.touch()
+        lab.reload()
+        lab.wait_until(lambda: len(started_pids(lab)) == 2, timeout=10)
+        new = started_pids(lab)[1]
+        lab.wait_until(lambda: state(new) == "T", timeout=10)
+        os.kill(new, signal.SIGKILL)
+        lab.wait_until(lambda: "reload FAILED" in lab.handler_log(), timeout=10)
+        assert f"haproxy pid {new} was killed by SIGKILL" in lab.handler_log()
+        assert f"still serving: {old}" in lab.handler_log()
+        assert "no haproxy is running now" not in lab.handler_log()
+        assert lab.masters() == [old]

@@ -22,10 +22,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from haproxy_reload_handler.processes import child_pids
 from monitor.adapters.files import ConfigWriter
 from monitor.adapters.haproxy import ServerStat, StatsParseError, read_stats
 from monitor.model import Backend, LBConfig
-from monitor.reload_handler import child_pids
 from monitor.render import Renderer
 from monitor.testbed import pki
 
@@ -239,7 +239,7 @@ class HaproxyLab:
 
     def handler_args(self) -> list[str]:
         return [
-            sys.executable, "-m", "monitor.reload_handler",
+            sys.executable, "-m", "haproxy_reload_handler",
             "--config", str(self.cfg_path),
             "--master-socket", str(self.master_socket),
             "--admin-socket", str(self.admin_socket),
