@@ -1,4 +1,4 @@
-"""Kubernetes adapter: list+watch Nodes or the kubernetes EndpointSlice, with fallback and credential reload."""
+"""KubeWatcher: list+watch Nodes or the kubernetes EndpointSlice, with fallback and credential reload."""
 
 from __future__ import annotations
 
@@ -24,9 +24,24 @@ from kubernetes.client import configuration as k8s_configuration
 from kubernetes.client import rest as k8s_rest
 from kubernetes.config import kube_config
 
+from monitor.adapters.kube.errors import (
+    ConfigError,
+    Gone,
+    Interrupted,
+    KubeError,
+    RequestFailed,
+    StreamCut,
+    Unauthorized,
+    Unreachable,
+    describe,
+    error_for_status,
+    one_line,
+    status_message,
+)
 from monitor.events import Connectivity, Objects
 
-_log = logging.getLogger(__name__)
+# The package's name, not this module's: the log formatter shows the last part as the subsystem ("kube").
+_log = logging.getLogger("monitor.adapters.kube")
 
 _PATHS = {
     "nodes": "/api/v1/nodes",
@@ -34,38 +49,6 @@ _PATHS = {
 }
 _SLICE_SELECTOR = "kubernetes.io/service-name=kubernetes"
 _USER_AGENT = "haproxy-monitor/0.1"
-
-
-class KubeError(Exception):
-    """Base of the adapter's internal error tree; str() is a one-line message without secrets."""
-
-
-class ConfigError(KubeError):
-    """The kubeconfig (or a file it references) cannot be used: fix the file, then reload."""
-
-
-class Unreachable(KubeError):
-    """Network, TLS, timeout or 5xx: retryable, and a reason to try the fallback server."""
-
-
-class Unauthorized(KubeError):
-    """401: the credentials were rejected; rebuild the client from the kubeconfig."""
-
-
-class Gone(KubeError):
-    """410: the resourceVersion is too old; list again."""
-
-
-class RequestFailed(KubeError):
-    """Any other refusal (403, 404, a watch ERROR event): retry later with backoff."""
-
-
-class _Interrupted(Exception):
-    """A request was aborted on purpose (close or credential reload)."""
-
-
-class _StreamCut(Exception):
-    """A watch stream ended abruptly after it had started."""
 
 
 @dataclass
@@ -193,7 +176,7 @@ class KubeWatcher:
                 self._sync(stop)
                 attempt = 0
                 continue
-            except _Interrupted:
+            except Interrupted:
                 continue
             except ConfigError as exc:
                 self._status(
@@ -279,14 +262,14 @@ class KubeWatcher:
             try:
                 rv = self._watch(client, server, fallback, rv, timeout, stop)
                 cuts = 0
-            except _StreamCut:
+            except StreamCut:
                 self._sleep(self._delay(cuts))
                 cuts += 1
             except Unreachable:
                 # The server went away between list and watch: list again, there or on the other server.
                 self._sleep(self._delay(cuts))
                 return
-            except _Interrupted:
+            except Interrupted:
                 if self._stopped(stop):
                     return
             except Gone:
@@ -315,7 +298,7 @@ class KubeWatcher:
     def _probe(self, client: _Client, server: str) -> bool:
         try:
             resp = self._request(client, server, "/readyz", {}, read_timeout=min(self._request_timeout, 3.0))
-        except (KubeError, _Interrupted):
+        except (KubeError, Interrupted):
             return False
         try:
             resp.data  # noqa: B018 - drain the body so the connection can be reused
@@ -358,7 +341,7 @@ class KubeWatcher:
                 raise ConfigError(f"kubeconfig {self._kubeconfig} does not exist") from None
             if self._kubeconfig.is_dir():
                 raise ConfigError(f"kubeconfig {self._kubeconfig} is a directory, not a file") from None
-            raise ConfigError(f"kubeconfig {self._kubeconfig}: {_one_line(exc)}") from None
+            raise ConfigError(f"kubeconfig {self._kubeconfig}: {one_line(exc)}") from None
         host = str(cfg.host or "").rstrip("/")
         if not host.startswith("https://"):
             raise ConfigError(
@@ -393,35 +376,29 @@ class KubeWatcher:
         try:
             auth = client.config.auth_settings().get("BearerToken")
         except Exception as exc:
-            raise ConfigError(f"kubeconfig {self._kubeconfig}: token: {_one_line(exc)}") from None
+            raise ConfigError(f"kubeconfig {self._kubeconfig}: token: {one_line(exc)}") from None
         if auth and auth.get("value"):
             headers["Authorization"] = auth["value"]
         with self._lock:
             self._requests += 1
         if self._halted.is_set():
-            raise _Interrupted()
+            raise Interrupted()
         try:
             wrapped = client.rest.request(
                 "GET", url, headers=headers, _request_timeout=(self._request_timeout, read_timeout)
             )
         except Exception as exc:
             if self._halted.is_set() or self._reload_pending():
-                raise _Interrupted() from None
-            raise Unreachable(_describe(exc, server=server, timeout=self._request_timeout)) from None
+                raise Interrupted() from None
+            raise Unreachable(describe(exc, server=server, timeout=self._request_timeout)) from None
         resp = wrapped.response
         if 200 <= resp.status < 300:
             return resp
-        detail = _status_message(resp)
+        detail = status_message(resp)
         resp.release_conn()
-        if resp.status == 401:
-            raise Unauthorized(
-                f"{server}: 401 Unauthorized: credentials from kubeconfig {self._kubeconfig} were rejected"
-            )
-        if resp.status == 410:
-            raise Gone(f"{server}: 410 Gone: {detail}")
-        if resp.status >= 500 or resp.status == 429:
-            raise Unreachable(f"{server}: HTTP {resp.status}: {detail}")
-        raise RequestFailed(f"{server}: HTTP {resp.status} for {path}: {detail}")
+        raise error_for_status(
+            resp.status, server=server, path=path, detail=detail, kubeconfig=self._kubeconfig
+        )
 
     def _get_json(self, client: _Client, server: str, path: str, query: Mapping[str, str]) -> dict[str, Any]:
         resp = self._request(client, server, path, query, read_timeout=self._request_timeout)
@@ -430,8 +407,8 @@ class KubeWatcher:
         except Exception as exc:
             resp.close()
             if self._halted.is_set() or self._reload_pending():
-                raise _Interrupted() from None
-            raise Unreachable(_describe(exc, server=server, timeout=self._request_timeout)) from None
+                raise Interrupted() from None
+            raise Unreachable(describe(exc, server=server, timeout=self._request_timeout)) from None
         finally:
             resp.release_conn()
         try:
@@ -464,17 +441,17 @@ class KubeWatcher:
                     continue
                 rv = self._apply(json.loads(line), rv)
                 if self._stopped(stop):
-                    raise _Interrupted()
+                    raise Interrupted()
                 self._publish(server, fallback)
             complete = True
-        except (_Interrupted, Gone, RequestFailed):
+        except (Interrupted, Gone, RequestFailed):
             raise
         except ValueError:
-            raise _StreamCut() from None
+            raise StreamCut() from None
         except Exception:
             if self._halted.is_set() or self._reload_pending():
-                raise _Interrupted() from None
-            raise _StreamCut() from None
+                raise Interrupted() from None
+            raise StreamCut() from None
         finally:
             if not complete:
                 # A stream abandoned midway must not go back to the pool with unread bytes on it.
@@ -600,75 +577,3 @@ def _named(entries: Any, name: Any) -> dict[str, Any]:
         if isinstance(entry, dict) and entry.get("name") == name:
             return entry
     return {}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _status_message(resp: Any) -> str:
-    try:
-        body = json.loads(resp.data or b"{}")
-    except (ValueError, OSError, urllib3.exceptions.HTTPError):
-        return resp.reason or "no details"
-    if isinstance(body, dict) and body.get("message"):
-        return " ".join(str(body["message"]).split())
-    return str(resp.reason or "no details")
-
-
-def _describe(exc: BaseException, *, server: str, timeout: float) -> str:
-    """One secret-free line saying what happened to a request to ``server``."""
-    chain: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and len(chain) < 6:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__ or getattr(cur, "reason", None)
-        if not isinstance(cur, BaseException):
-            cur = None
-    text = " ".join(_one_line(e) for e in chain).lower()
-    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "connection refused" in text:
-        return f"connection refused by {server}"
-    return f"{server}: {_cause(chain, text, timeout)}"
-
-
-def _cause(chain: list[BaseException], text: str, timeout: float) -> str:
-    """The cause of a failed request, with a hint for the usual TLS mistakes."""
-    if "certificate verify failed" in text:
-        detail = "unable to get local issuer certificate" if "local issuer" in text else _short(text)
-        if "expired" in text:
-            detail = "the server certificate has expired"
-        elif "hostname mismatch" in text or "doesn't match" in text:
-            detail = "the server certificate does not match the host name"
-        return (
-            f"TLS: server certificate not trusted ({detail}); check certificate-authority in the kubeconfig"
-        )
-    if "alert certificate expired" in text:
-        return "TLS: the server rejected the client certificate: it has expired; renew client-certificate"
-    if "alert unknown ca" in text or "alert bad certificate" in text or "alert certificate unknown" in text:
-        return "TLS: the server rejected the client certificate (unknown CA or bad certificate)"
-    if "alert" in text and "certificate" in text:
-        return f"TLS: the server rejected the client certificate ({_short(text)})"
-    # urllib3 derives NewConnectionError (refused, unreachable, DNS) from ConnectTimeoutError: not a timeout.
-    if any(
-        isinstance(e, urllib3.exceptions.ConnectTimeoutError)
-        and not isinstance(e, urllib3.exceptions.NewConnectionError)
-        for e in chain
-    ):
-        return f"connect timed out after {timeout:g}s"
-    if any(isinstance(e, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for e in chain):
-        return "no answer (read timed out)"
-    if "reset by peer" in text or "connection aborted" in text or "remote end closed" in text:
-        return "connection reset"
-    if "name or service not known" in text or "failed to resolve" in text or "nodename nor servname" in text:
-        return "host name does not resolve"
-    if "unexpected_eof" in text or "eof occurred in violation of protocol" in text:
-        return "connection closed during the TLS handshake"
-    if "ssl" in text or "tls" in text:
-        return f"TLS: {_short(text)}"
-    return _short(text)
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= 160 else text[:157] + "..."
