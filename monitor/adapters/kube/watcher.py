@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import random
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode
 
-import urllib3
-import urllib3.connection
-import yaml
-from kubernetes.client import configuration as k8s_configuration
-from kubernetes.client import rest as k8s_rest
-from kubernetes.config import kube_config
-
+from monitor.adapters.kube.client import Api, Client, credential_files
 from monitor.adapters.kube.errors import (
     ConfigError,
     Gone,
@@ -33,10 +22,6 @@ from monitor.adapters.kube.errors import (
     StreamCut,
     Unauthorized,
     Unreachable,
-    describe,
-    error_for_status,
-    one_line,
-    status_message,
 )
 from monitor.events import Connectivity, Objects
 
@@ -48,14 +33,6 @@ _PATHS = {
     "endpointslices": "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
 }
 _SLICE_SELECTOR = "kubernetes.io/service-name=kubernetes"
-_USER_AGENT = "haproxy-monitor/0.1"
-
-
-@dataclass
-class _Client:
-    rest: Any  # kubernetes.client.rest.RESTClientObject (untyped)
-    config: Any  # kubernetes.client.Configuration (untyped)
-    primary: str
 
 
 class KubeWatcher:
@@ -82,7 +59,6 @@ class KubeWatcher:
         self._fallback_server = fallback_server.rstrip("/")
         self._relist_interval = relist_interval
         self._emit_cb = emit
-        self._request_timeout = request_timeout
         self._watch_range = watch_timeout_range
         self._backoff = backoff
         self._probe_interval = max(0.5, relist_interval / 50)
@@ -90,10 +66,7 @@ class KubeWatcher:
         self._emit_lock = threading.Lock()
         self._halted = threading.Event()
         self._wake = threading.Event()
-        self._reload = False
-        self._client: _Client | None = None
-        self._conns: weakref.WeakSet[urllib3.connection.HTTPConnection] = weakref.WeakSet()
-        self._requests = 0
+        self._api = Api(kubeconfig=self._kubeconfig, request_timeout=request_timeout)
         self._watch_restarts = 0
         self._objects: dict[str, tuple[Mapping[str, Any], str]] = {}
         self._last_fingerprint: frozenset[str] | None = None
@@ -126,38 +99,17 @@ class KubeWatcher:
         with self._emit_lock:
             self._halted.set()
         self._wake.set()
-        self._abort_requests()
+        self._api.close()
 
     def reload_credentials(self) -> None:
-        with self._lock:
-            self._reload = True
+        self._api.reload()
         self._wake.set()
-        # The running watch holds a connection made with the old credentials: end it so the new ones are used now.
-        self._abort_requests()
 
     def credential_files(self) -> list[Path]:
-        files = [self._kubeconfig]
-        try:
-            doc = yaml.safe_load(self._kubeconfig.read_text())
-            base = self._kubeconfig.parent
-            ctx_name = doc.get("current-context")
-            ctx = _named(doc.get("contexts"), ctx_name).get("context") or {}
-            cluster = _named(doc.get("clusters"), ctx.get("cluster")).get("cluster") or {}
-            user = _named(doc.get("users"), ctx.get("user")).get("user") or {}
-            refs = [cluster.get("certificate-authority")]
-            refs += [user.get("client-certificate"), user.get("client-key"), user.get("tokenFile")]
-        except (OSError, yaml.YAMLError, AttributeError, TypeError):
-            return files
-        for ref in refs:
-            if isinstance(ref, str) and ref:
-                path = Path(ref) if Path(ref).is_absolute() else base / ref
-                if path not in files:
-                    files.append(path)
-        return files
+        return credential_files(self._kubeconfig)
 
     def request_count(self) -> int:
-        with self._lock:
-            return self._requests
+        return self._api.request_count()
 
     def watch_restarts(self) -> int:
         """Watch streams re-opened without a relist (timeouts, cut streams): for metrics."""
@@ -183,7 +135,7 @@ class KubeWatcher:
                     Connectivity(reachable=False, fallback=False, server=self._server, error=str(exc))
                 )
             except Unauthorized as exc:
-                self._drop_client()
+                self._api.forget()
                 self._status(
                     Connectivity(
                         reachable=False, fallback=self._fallback, server=self._server, error=str(exc)
@@ -214,15 +166,15 @@ class KubeWatcher:
 
     def _sleep(self, seconds: float) -> None:
         self._wake.clear()
-        with self._lock:
-            if self._reload:
-                return
+        if self._api.reload_pending():
+            return
         if not self._halted.is_set():
             self._wake.wait(seconds)
 
     def _sync(self, stop: threading.Event) -> None:
         """One list followed by watches until a relist is due; raises KubeError when a server cannot serve."""
-        client = self._ensure_client()
+        client = self._api.credentials()
+        self._server = self._server or client.primary
         server, fallback, body = self._list_somewhere(client)
         items = body.get("items") or []
         rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
@@ -240,13 +192,13 @@ class KubeWatcher:
             now = time.monotonic()
             if now >= relist_at:
                 return
-            if self._reload_pending():
-                new = self._ensure_client()
+            if self._api.reload_pending():
+                new = self._api.credentials()
                 if new.primary != client.primary:
                     return
                 client = new
             if fallback and now >= next_probe:
-                if self._probe(client, client.primary):
+                if self._api.probe(client, client.primary):
                     self._primary_error = None
                     return
                 next_probe = time.monotonic() + self._probe_interval
@@ -275,14 +227,14 @@ class KubeWatcher:
             except Gone:
                 return
 
-    def _list_somewhere(self, client: _Client) -> tuple[str, bool, dict[str, Any]]:
+    def _list_somewhere(self, client: Client) -> tuple[str, bool, dict[str, Any]]:
         servers = [client.primary]
         if self._fallback_server and self._fallback_server != client.primary:
             servers.append(self._fallback_server)
         errors: list[str] = []
         for server in servers:
             try:
-                body = self._get_json(client, server, self._path(), {"labelSelector": self._selector})
+                body = self._api.get_json(client, server, self._path(), {"labelSelector": self._selector})
             except Unreachable as exc:
                 errors.append(str(exc))
                 continue
@@ -295,132 +247,8 @@ class KubeWatcher:
     def _path(self) -> str:
         return _PATHS[self._source]
 
-    def _probe(self, client: _Client, server: str) -> bool:
-        try:
-            resp = self._request(client, server, "/readyz", {}, read_timeout=min(self._request_timeout, 3.0))
-        except (KubeError, Interrupted):
-            return False
-        try:
-            resp.data  # noqa: B018 - drain the body so the connection can be reused
-        except Exception:
-            return False
-        finally:
-            resp.release_conn()
-        return True
-
-    # -- HTTP ---------------------------------------------------------------------------------------------
-
-    def _ensure_client(self) -> _Client:
-        with self._lock:
-            reload, self._reload = self._reload, False
-        if reload:
-            self._drop_client()
-        if self._client is None:
-            self._client = self._build_client()
-        return self._client
-
-    def _reload_pending(self) -> bool:
-        with self._lock:
-            return self._reload
-
-    def _drop_client(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            # Pooled connections carry the old TLS identity: close them so the next handshake reads the files.
-            client.rest.pool_manager.clear()
-
-    def _build_client(self) -> _Client:
-        cfg = k8s_configuration.Configuration()
-        try:
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(self._kubeconfig), client_configuration=cfg, persist_config=False
-            )
-        except Exception as exc:  # the loader raises anything from ConfigException to TypeError on bad input
-            # It words a missing file as "Invalid kube-config file. No configuration found.": say what it is.
-            if not self._kubeconfig.exists():
-                raise ConfigError(f"kubeconfig {self._kubeconfig} does not exist") from None
-            if self._kubeconfig.is_dir():
-                raise ConfigError(f"kubeconfig {self._kubeconfig} is a directory, not a file") from None
-            raise ConfigError(f"kubeconfig {self._kubeconfig}: {one_line(exc)}") from None
-        host = str(cfg.host or "").rstrip("/")
-        if not host.startswith("https://"):
-            raise ConfigError(
-                f"kubeconfig {self._kubeconfig}: server {host or '(none)'} must be an https:// URL"
-            )
-        cfg.verify_ssl = True  # insecure-skip-tls-verify is ignored on purpose
-        cfg.retries = False  # one attempt per request; this adapter decides when to retry and where
-        rest = k8s_rest.RESTClientObject(cfg)
-        rest.pool_manager.pool_classes_by_scheme = _tracking_pools(self._conns)
-        self._server = self._server or host
-        return _Client(rest=rest, config=cfg, primary=host)
-
-    def _abort_requests(self) -> None:
-        for conn in list(self._conns):
-            sock = conn.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-    def _request(
-        self,
-        client: _Client,
-        server: str,
-        path: str,
-        query: Mapping[str, str],
-        *,
-        read_timeout: float,
-    ) -> Any:
-        """Send one GET; returns the urllib3 response (body unread) for 2xx, raises a KubeError otherwise."""
-        url = server + path + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
-        try:
-            auth = client.config.auth_settings().get("BearerToken")
-        except Exception as exc:
-            raise ConfigError(f"kubeconfig {self._kubeconfig}: token: {one_line(exc)}") from None
-        if auth and auth.get("value"):
-            headers["Authorization"] = auth["value"]
-        with self._lock:
-            self._requests += 1
-        if self._halted.is_set():
-            raise Interrupted()
-        try:
-            wrapped = client.rest.request(
-                "GET", url, headers=headers, _request_timeout=(self._request_timeout, read_timeout)
-            )
-        except Exception as exc:
-            if self._halted.is_set() or self._reload_pending():
-                raise Interrupted() from None
-            raise Unreachable(describe(exc, server=server, timeout=self._request_timeout)) from None
-        resp = wrapped.response
-        if 200 <= resp.status < 300:
-            return resp
-        detail = status_message(resp)
-        resp.release_conn()
-        raise error_for_status(
-            resp.status, server=server, path=path, detail=detail, kubeconfig=self._kubeconfig
-        )
-
-    def _get_json(self, client: _Client, server: str, path: str, query: Mapping[str, str]) -> dict[str, Any]:
-        resp = self._request(client, server, path, query, read_timeout=self._request_timeout)
-        try:
-            data = resp.data
-        except Exception as exc:
-            resp.close()
-            if self._halted.is_set() or self._reload_pending():
-                raise Interrupted() from None
-            raise Unreachable(describe(exc, server=server, timeout=self._request_timeout)) from None
-        finally:
-            resp.release_conn()
-        try:
-            body = json.loads(data)
-        except ValueError:
-            raise RequestFailed(f"{server}: {path} answered something that is not JSON") from None
-        if not isinstance(body, dict):
-            raise RequestFailed(f"{server}: {path} answered JSON that is not an object")
-        return body
-
     def _watch(
-        self, client: _Client, server: str, fallback: bool, rv: str, timeout: int, stop: threading.Event
+        self, client: Client, server: str, fallback: bool, rv: str, timeout: int, stop: threading.Event
     ) -> str:
         query = {
             "watch": "1",
@@ -429,11 +257,11 @@ class KubeWatcher:
             "timeoutSeconds": str(timeout),
             "labelSelector": self._selector,
         }
-        resp = self._request(client, server, self._path(), query, read_timeout=self._request_timeout)
+        resp = self._api.request(client, server, self._path(), query, read_timeout=self._api.request_timeout)
         # Headers came within request_timeout; the body may then stay quiet until the server's own timeout.
         conn = getattr(resp, "connection", None)
         if conn is not None and conn.sock is not None:
-            conn.sock.settimeout(timeout + self._request_timeout)
+            conn.sock.settimeout(timeout + self._api.request_timeout)
         complete = False
         try:
             for line in _lines(resp):
@@ -449,7 +277,7 @@ class KubeWatcher:
         except ValueError:
             raise StreamCut() from None
         except Exception:
-            if self._halted.is_set() or self._reload_pending():
+            if self._api.interrupted():
                 raise Interrupted() from None
             raise StreamCut() from None
         finally:
@@ -516,28 +344,6 @@ class KubeWatcher:
             self._emit_cb(item)
 
 
-def _tracking_pools(conns: weakref.WeakSet[urllib3.connection.HTTPConnection]) -> dict[str, Any]:
-    """Connection pools whose connections register themselves, so close() can shut their sockets down."""
-
-    class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-        def connect(self) -> None:
-            conns.add(self)
-            super().connect()
-
-    class _HTTPConnection(urllib3.connection.HTTPConnection):
-        def connect(self) -> None:
-            conns.add(self)
-            super().connect()
-
-    class _HTTPSPool(urllib3.HTTPSConnectionPool):
-        ConnectionCls = _HTTPSConnection
-
-    class _HTTPPool(urllib3.HTTPConnectionPool):
-        ConnectionCls = _HTTPConnection
-
-    return {"http": _HTTPPool, "https": _HTTPSPool}
-
-
 def _lines(resp: Any) -> Iterator[bytes]:
     buf = b""
     for chunk in resp.stream(amt=None, decode_content=True):
@@ -570,10 +376,3 @@ def _fingerprint(obj: Mapping[str, Any]) -> str:
         ]
         view["status"] = dict(status, conditions=conditions)
     return json.dumps(view, sort_keys=True, separators=(",", ":"))
-
-
-def _named(entries: Any, name: Any) -> dict[str, Any]:
-    for entry in entries or []:
-        if isinstance(entry, dict) and entry.get("name") == name:
-            return entry
-    return {}
