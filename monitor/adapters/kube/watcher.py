@@ -1,27 +1,27 @@
-"""KubeWatcher: list+watch Nodes or the kubernetes EndpointSlice, with fallback and credential reload."""
+"""KubeWatcher: the thread that lists and watches, falls back to the local API server and returns, and emits the set."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from monitor.adapters.kube.client import Api, Client, credential_files
-from monitor.adapters.kube.errors import (
-    ConfigError,
-    Gone,
-    Interrupted,
-    KubeError,
-    RequestFailed,
-    StreamCut,
-    Unauthorized,
-    Unreachable,
+from monitor.adapters.kube.errors import ConfigError, Interrupted, KubeError, Unauthorized, Unreachable
+from monitor.adapters.kube.watching import (
+    Change,
+    Listing,
+    Resource,
+    WatchRequest,
+    continuous_watch,
+    list_objects,
 )
 from monitor.events import Connectivity, Objects
 
@@ -54,8 +54,8 @@ class KubeWatcher:
         if source not in _PATHS:
             raise ValueError(f"source must be 'nodes' or 'endpointslices', not {source!r}")
         self._kubeconfig = Path(kubeconfig)
-        self._source = source
-        self._selector = _SLICE_SELECTOR if source == "endpointslices" else node_selector
+        selector = _SLICE_SELECTOR if source == "endpointslices" else node_selector
+        self._resource = Resource(path=_PATHS[source], selector=selector)
         self._fallback_server = fallback_server.rstrip("/")
         self._relist_interval = relist_interval
         self._emit_cb = emit
@@ -67,13 +67,11 @@ class KubeWatcher:
         self._halted = threading.Event()
         self._wake = threading.Event()
         self._api = Api(kubeconfig=self._kubeconfig, request_timeout=request_timeout)
+        self._cache = _Cache()
         self._watch_restarts = 0
-        self._objects: dict[str, tuple[Mapping[str, Any], str]] = {}
-        self._last_fingerprint: frozenset[str] | None = None
         self._last_status: Connectivity | None = None
         self._server = ""
         self._fallback = False
-        self._primary_error: str | None = None
 
     # -- public, thread-safe -----------------------------------------------------------------------------
 
@@ -131,32 +129,17 @@ class KubeWatcher:
             except Interrupted:
                 continue
             except ConfigError as exc:
-                self._status(
-                    Connectivity(reachable=False, fallback=False, server=self._server, error=str(exc))
-                )
+                error, fallback = str(exc), False
             except Unauthorized as exc:
                 self._api.forget()
-                self._status(
-                    Connectivity(
-                        reachable=False, fallback=self._fallback, server=self._server, error=str(exc)
-                    )
-                )
+                error, fallback = str(exc), self._fallback
             except KubeError as exc:
-                self._status(
-                    Connectivity(
-                        reachable=False, fallback=self._fallback, server=self._server, error=str(exc)
-                    )
-                )
+                error, fallback = str(exc), self._fallback
             except Exception as exc:  # never let a bug kill discovery: report it and retry
                 _log.exception("kube watcher: unexpected error")
-                self._status(
-                    Connectivity(
-                        reachable=False,
-                        fallback=self._fallback,
-                        server=self._server,
-                        error=f"kubeconfig {self._kubeconfig}: unexpected {type(exc).__name__}: {exc}",
-                    )
-                )
+                error = f"kubeconfig {self._kubeconfig}: unexpected {type(exc).__name__}: {exc}"
+                fallback = self._fallback
+            self._status(Connectivity(reachable=False, fallback=fallback, server=self._server, error=error))
             self._sleep(self._delay(attempt))
             attempt += 1
 
@@ -175,159 +158,61 @@ class KubeWatcher:
         """One list followed by watches until a relist is due; raises KubeError when a server cannot serve."""
         client = self._api.credentials()
         self._server = self._server or client.primary
-        server, fallback, body = self._list_somewhere(client)
-        items = body.get("items") or []
-        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        server, fallback, listing, primary_error = self._list_somewhere(client)
         self._server, self._fallback = server, fallback
-        self._replace_all(items)
-        self._status(
-            Connectivity(reachable=True, fallback=fallback, server=server, error=self._primary_error)
-        )
+        self._cache.replace(listing.items)
+        self._status(Connectivity(reachable=True, fallback=fallback, server=server, error=primary_error))
         self._publish(server, fallback)
-        relist_at = time.monotonic() + self._relist_interval
-        next_probe = time.monotonic() + self._probe_interval
-        cuts = 0
-        first_watch = True
-        while not self._stopped(stop):
-            now = time.monotonic()
-            if now >= relist_at:
-                return
-            if self._api.reload_pending():
-                new = self._api.credentials()
-                if new.primary != client.primary:
-                    return
-                client = new
-            if fallback and now >= next_probe:
-                if self._api.probe(client, client.primary):
-                    self._primary_error = None
-                    return
-                next_probe = time.monotonic() + self._probe_interval
-            budget = relist_at - now
-            if fallback:
-                budget = min(budget, max(1.0, next_probe - now))
-            # Rounded up so the watch ends at (not just before) the relist: no 1-second stub watch in between.
-            timeout = max(1, math.ceil(min(budget, random.uniform(*self._watch_range))))
-            if not first_watch:
-                with self._lock:
-                    self._watch_restarts += 1
-            first_watch = False
-            try:
-                rv = self._watch(client, server, fallback, rv, timeout, stop)
-                cuts = 0
-            except StreamCut:
-                self._sleep(self._delay(cuts))
-                cuts += 1
-            except Unreachable:
-                # The server went away between list and watch: list again, there or on the other server.
-                self._sleep(self._delay(cuts))
-                return
-            except Interrupted:
-                if self._stopped(stop):
-                    return
-            except Gone:
-                return
+        cycle = _Cycle(
+            api=self._api,
+            client=client,
+            fallback=fallback,
+            relist_at=time.monotonic() + self._relist_interval,
+            probe_interval=self._probe_interval,
+            watch_range=self._watch_range,
+            reopened=self._count_restart,
+        )
+        changes = continuous_watch(
+            self._api,
+            server=server,
+            resource=self._resource,
+            since=listing.resource_version,
+            stopped=lambda: self._stopped(stop),
+            next_request=cycle.next_request,
+            pause=lambda cuts: self._sleep(self._delay(cuts)),
+        )
+        with contextlib.closing(changes):
+            for change in changes:
+                self._cache.apply(change)
+                self._publish(server, fallback)
 
-    def _list_somewhere(self, client: Client) -> tuple[str, bool, dict[str, Any]]:
+    def _list_somewhere(self, client: Client) -> tuple[str, bool, Listing, str | None]:
+        """List on the primary, else on the fallback server: (server, fallback, listing, why not the primary)."""
         servers = [client.primary]
         if self._fallback_server and self._fallback_server != client.primary:
             servers.append(self._fallback_server)
         errors: list[str] = []
         for server in servers:
             try:
-                body = self._api.get_json(client, server, self._path(), {"labelSelector": self._selector})
+                listing = list_objects(self._api, client, server=server, resource=self._resource)
             except Unreachable as exc:
                 errors.append(str(exc))
                 continue
             fallback = server != client.primary
-            self._primary_error = f"primary {errors[0]}" if fallback and errors else None
-            return server, fallback, body
+            return server, fallback, listing, f"primary {errors[0]}" if fallback and errors else None
         self._server = servers[0]
         raise Unreachable(f"kubeconfig {self._kubeconfig}: " + "; fallback ".join(errors))
 
-    def _path(self) -> str:
-        return _PATHS[self._source]
+    def _count_restart(self) -> None:
+        with self._lock:
+            self._watch_restarts += 1
 
-    def _watch(
-        self, client: Client, server: str, fallback: bool, rv: str, timeout: int, stop: threading.Event
-    ) -> str:
-        query = {
-            "watch": "1",
-            "resourceVersion": rv,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(timeout),
-            "labelSelector": self._selector,
-        }
-        resp = self._api.request(client, server, self._path(), query, read_timeout=self._api.request_timeout)
-        # Headers came within request_timeout; the body may then stay quiet until the server's own timeout.
-        conn = getattr(resp, "connection", None)
-        if conn is not None and conn.sock is not None:
-            conn.sock.settimeout(timeout + self._api.request_timeout)
-        complete = False
-        try:
-            for line in _lines(resp):
-                if not line.strip():
-                    continue
-                rv = self._apply(json.loads(line), rv)
-                if self._stopped(stop):
-                    raise Interrupted()
-                self._publish(server, fallback)
-            complete = True
-        except (Interrupted, Gone, RequestFailed):
-            raise
-        except ValueError:
-            raise StreamCut() from None
-        except Exception:
-            if self._api.interrupted():
-                raise Interrupted() from None
-            raise StreamCut() from None
-        finally:
-            if not complete:
-                # A stream abandoned midway must not go back to the pool with unread bytes on it.
-                resp.close()
-            resp.release_conn()
-        return rv
-
-    def _apply(self, event: Any, rv: str) -> str:
-        if not isinstance(event, dict):
-            raise RequestFailed("watch event is not a JSON object")
-        etype = event.get("type")
-        obj = event.get("object") or {}
-        if etype == "ERROR":
-            if obj.get("code") == 410:
-                raise Gone(f"watch: {obj.get('message', 'resourceVersion expired')}")
-            raise RequestFailed(f"watch error {obj.get('code')}: {obj.get('message')}")
-        meta = obj.get("metadata") or {}
-        new_rv = str(meta.get("resourceVersion") or rv)
-        if etype in ("ADDED", "MODIFIED"):
-            self._store(obj)
-        elif etype == "DELETED":
-            self._objects.pop(_key(obj), None)
-        return new_rv
-
-    # -- state and emission ------------------------------------------------------------------------------
-
-    def _replace_all(self, items: list[Any]) -> None:
-        self._objects = {}
-        for item in items:
-            if isinstance(item, dict):
-                self._store(item)
-
-    def _store(self, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        # Field managers and the node's image list are large and never used to pick backends.
-        meta.pop("managedFields", None)
-        status = obj.get("status")
-        if isinstance(status, dict):
-            status.pop("images", None)
-        self._objects[_key(obj)] = (obj, _fingerprint(obj))
+    # -- emission ----------------------------------------------------------------------------------------
 
     def _publish(self, server: str, fallback: bool) -> None:
-        fingerprint = frozenset(fp for _, fp in self._objects.values())
-        if fingerprint == self._last_fingerprint:
-            return
-        self._last_fingerprint = fingerprint
-        objects = tuple(obj for _, (obj, _fp) in sorted(self._objects.items()))
-        self._emit(Objects(items=objects, server=server, fallback=fallback))
+        items = self._cache.changed()
+        if items is not None:
+            self._emit(Objects(items=items, server=server, fallback=fallback))
 
     def _status(self, status: Connectivity) -> None:
         if status == self._last_status:
@@ -344,15 +229,90 @@ class KubeWatcher:
             self._emit_cb(item)
 
 
-def _lines(resp: Any) -> Iterator[bytes]:
-    buf = b""
-    for chunk in resp.stream(amt=None, decode_content=True):
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            yield line
-    if buf.strip():
-        yield buf
+class _Cycle:
+    """One list's watches on one server: the credentials they use, how long each runs, and when to list again."""
+
+    def __init__(
+        self,
+        *,
+        api: Api,
+        client: Client,
+        fallback: bool,
+        relist_at: float,
+        probe_interval: float,
+        watch_range: tuple[float, float],
+        reopened: Callable[[], None],
+    ) -> None:
+        self._api = api
+        self._client = client
+        self._fallback = fallback
+        self._relist_at = relist_at
+        self._probe_interval = probe_interval
+        self._next_probe = time.monotonic() + probe_interval
+        self._watch_range = watch_range
+        self._reopened = reopened
+        self._watches = 0
+
+    def next_request(self) -> WatchRequest | None:
+        """The next watch, or None to list again: a relist is due, the primary changed, or it is back."""
+        now = time.monotonic()
+        if now >= self._relist_at:
+            return None
+        if self._api.reload_pending():
+            client = self._api.credentials()
+            if client.primary != self._client.primary:
+                return None
+            self._client = client
+        if self._fallback and now >= self._next_probe:
+            if self._api.probe(self._client, self._client.primary):
+                return None
+            self._next_probe = time.monotonic() + self._probe_interval
+        budget = self._relist_at - now
+        if self._fallback:
+            budget = min(budget, max(1.0, self._next_probe - now))
+        # Rounded up so the watch ends at (not just before) the relist: no 1-second stub watch in between.
+        timeout = max(1, math.ceil(min(budget, random.uniform(*self._watch_range))))
+        if self._watches:
+            self._reopened()
+        self._watches += 1
+        return WatchRequest(client=self._client, timeout=timeout)
+
+
+class _Cache:
+    """The listed and watched objects by namespace/name, each with a fingerprint of what matters in it."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, tuple[Mapping[str, Any], str]] = {}
+        self._published: frozenset[str] | None = None
+
+    def replace(self, items: list[Any]) -> None:
+        self._objects = {}
+        for item in items:
+            if isinstance(item, dict):
+                self._store(item)
+
+    def apply(self, change: Change) -> None:
+        if change.type in ("ADDED", "MODIFIED"):
+            self._store(change.object)
+        elif change.type == "DELETED":
+            self._objects.pop(_key(change.object), None)
+
+    def changed(self) -> tuple[Mapping[str, Any], ...] | None:
+        """The objects sorted by key if they differ from the last call's, else None (heartbeats, bookmarks)."""
+        fingerprint = frozenset(fp for _, fp in self._objects.values())
+        if fingerprint == self._published:
+            return None
+        self._published = fingerprint
+        return tuple(obj for _, (obj, _fp) in sorted(self._objects.items()))
+
+    def _store(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        # Field managers and the node's image list are large and never used to pick backends.
+        meta.pop("managedFields", None)
+        status = obj.get("status")
+        if isinstance(status, dict):
+            status.pop("images", None)
+        self._objects[_key(obj)] = (obj, _fingerprint(obj))
 
 
 def _key(obj: Mapping[str, Any]) -> str:
