@@ -80,7 +80,7 @@ def bench_scrapes(tmp: Path, *, scrapes: int, backends: int) -> None:
                 direct()
                 reads.append(time.perf_counter() - t0)
             metrics = Metrics()
-            metrics.server_status(lambda s=source: s.read(timeout=SCRAPE_TIMEOUT))  # type: ignore[misc]
+            metrics.server_status(lambda s=source: s.server_states(timeout=SCRAPE_TIMEOUT))  # type: ignore[misc]
             server = StatusServer(
                 listen="127.0.0.1:0",
                 healthz=lambda: (True, {}),

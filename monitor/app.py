@@ -64,19 +64,11 @@ def _poll_haproxy(
         sample = check_health(settings.health_url, timeout=timeout)
         post(HealthObserved(ok=sample.ok, reason=sample.reason))
         try:
-            rows = stats.read(timeout=timeout)
+            servers = stats.server_states(timeout=timeout)
         except StatsUnavailable as exc:
             post(StatsObserved(error=str(exc)))  # the source already logged it, once
         else:
-            post(
-                StatsObserved(
-                    servers=tuple(
-                        (s.proxy, s.server, s.status, s.check_status, s.current_sessions)
-                        for s in rows
-                        if s.is_server
-                    )
-                )
-            )
+            post(StatsObserved(servers=tuple(servers)))
         stop.wait(settings.check_interval)
 
 
@@ -122,7 +114,7 @@ def run(
         restarts=lambda: float(watcher.watch_restarts()),
     )
     stats = StatsSource(cfg=settings.cfg, socket_path=settings.stats_socket, url=settings.stats_url)
-    metrics.server_status(lambda: stats.read(timeout=SCRAPE_TIMEOUT))
+    metrics.server_status(lambda: stats.server_states(timeout=SCRAPE_TIMEOUT))
 
     def credentials_changed() -> None:
         watcher.reload_credentials()

@@ -15,7 +15,7 @@ from monitor.adapters.reloader import Reloader
 from monitor.events import Connectivity, Event, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
 from monitor.logs import Log, OnceLog
 from monitor.metrics import Metrics
-from monitor.model import Backend, LBConfig
+from monitor.model import Backend, LBConfig, ServerState
 from monitor.render import Renderer, RenderError
 from monitor.settings import Settings
 from monitor.stabilize import Hysteresis, Settle
@@ -48,7 +48,7 @@ class Status:
     steering_active: bool = False
     steering_error: str | None = None
     stats_error: str | None = None
-    servers: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
+    servers: dict[tuple[str, str], ServerState] = field(default_factory=dict)
 
 
 def backend_diff(old: Sequence[Backend], new: Sequence[Backend]) -> dict[str, list[str]]:
@@ -383,13 +383,20 @@ class Monitor:
             return
         self.status.stats_error = None
         previous = self.status.servers
-        current = {(p, s): (st, chk, scur) for p, s, st, chk, scur in event.servers}
-        self._log["stats"].debug("stats read", states=sorted(f"{k[1]}={v[0]}" for k, v in current.items()))
-        for key, (state, check, _scur) in current.items():
+        current = {(s.proxy, s.server): s for s in event.servers}
+        self._log["stats"].debug(
+            "stats read", states=sorted(f"{s.server}={s.status}" for s in current.values())
+        )
+        for key, now in current.items():
             old = previous.get(key)
-            if old is not None and old[0] != state:
+            if old is not None and old.status != now.status:
                 self._log["stats"].info(
-                    "server state changed", proxy=key[0], server=key[1], old=old[0], new=state, check=check
+                    "server state changed",
+                    proxy=now.proxy,
+                    server=now.server,
+                    old=old.status,
+                    new=now.status,
+                    check=now.check_status,
                 )
         self.status.servers = current
 

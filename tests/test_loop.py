@@ -12,6 +12,7 @@ from monitor.adapters.files import ConfigWriter
 from monitor.adapters.reloader import Reloader
 from monitor.events import Connectivity, Objects, StatsObserved, Stop, TemplateChanged
 from monitor.loop import Monitor
+from monitor.model import ServerState
 from monitor.render import Renderer
 from monitor.settings import Settings
 from tests.test_reloader import Clock, LineServer
@@ -190,8 +191,15 @@ def test_a_stop_event_ends_the_loop(world):
 def test_a_server_changing_state_in_haproxy_is_logged_once_per_change(world, caplog):
     caplog.set_level(logging.INFO, logger="monitor")
     m = world.monitor
-    up = StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0), ("masters", "m2", "UP", "L7OK", 3)))
-    down = StatsObserved(servers=(("masters", "m1", "DOWN", "L7STS", 0), ("masters", "m2", "UP", "L7OK", 1)))
+    up = StatsObserved(
+        servers=(ServerState("masters", "m1", "UP", "L7OK", 0), ServerState("masters", "m2", "UP", "L7OK", 3))
+    )
+    down = StatsObserved(
+        servers=(
+            ServerState("masters", "m1", "DOWN", "L7STS", 0),
+            ServerState("masters", "m2", "UP", "L7OK", 1),
+        )
+    )
     for event in (up, up, down, down, down):
         m.handle(event)
     changes = [r for r in caplog.records if r.getMessage() == "server state changed"]
@@ -203,7 +211,7 @@ def test_a_server_changing_state_in_haproxy_is_logged_once_per_change(world, cap
         "new": "DOWN",
         "check": "L7STS",
     }
-    assert m.status.servers[("masters", "m2")] == ("UP", "L7OK", 1)
+    assert m.status.servers[("masters", "m2")] == ServerState("masters", "m2", "UP", "L7OK", 1)
 
 
 def test_an_unreadable_stats_source_is_kept_in_status_and_left_to_the_reader_to_log(world, caplog):
@@ -212,7 +220,7 @@ def test_an_unreadable_stats_source_is_kept_in_status_and_left_to_the_reader_to_
     for _ in range(3):
         m.handle(StatsObserved(error="stats socket /x: No such file or directory"))
     assert m.status.stats_error == "stats socket /x: No such file or directory"
-    m.handle(StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0),)))
+    m.handle(StatsObserved(servers=(ServerState("masters", "m1", "UP", "L7OK", 0),)))
     assert m.status.stats_error is None
     assert caplog.records == [], "the stats reader says once which source it uses or why none answers"
 

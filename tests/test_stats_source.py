@@ -217,7 +217,7 @@ def test_a_scrape_answers_within_the_read_deadline_when_haproxy_misbehaves(tmp_p
     with FakeHTTP(mode).running() as fake:
         source = StatsSource(cfg=tmp_path / "unused.cfg", url=f"http://127.0.0.1:{fake.port}/haproxy_stats")
         metrics = Metrics()
-        metrics.server_status(lambda: source.read(timeout=SCRAPE_TIMEOUT))
+        metrics.server_status(lambda: source.server_states(timeout=SCRAPE_TIMEOUT))
         server = StatusServer(
             listen="127.0.0.1:0",
             healthz=lambda: (True, {}),
