@@ -146,8 +146,8 @@ def run(
         try:
             server = StatusServer(
                 listen=settings.listen,
-                healthz=monitor.healthz,
-                readyz=monitor.readyz,
+                healthz=monitor.status.healthz,
+                readyz=monitor.status.readyz,
                 registry=metrics.registry,
             )
             server.start()

@@ -74,7 +74,7 @@ def test_the_first_backend_set_is_written_validated_and_reloaded(world):
     server.close()
     server.thread.join(2)
     assert server.received == [b"reload\n"]
-    ready, checks = world.monitor.readyz()
+    ready, checks = world.monitor.status.readyz()
     assert ready, checks
 
 
@@ -128,12 +128,12 @@ def test_a_broken_template_edit_is_logged_once_and_the_last_good_template_stays_
     assert "{% for %}" not in world.cfg.read_text()
     errors = [r for r in caplog.records if "template syntax error" in r.getMessage()]
     assert len(errors) == 1, [r.getMessage() for r in caplog.records]
-    assert m.readyz()[0] is False
+    assert m.status.readyz()[0] is False
     fixed = (REPO / "templates" / "haproxy.cfg.j2").read_text().replace("weight 1", "weight 2")
     world.template.write_text(fixed)
     m.handle(TemplateChanged())
     assert "weight 2" in world.cfg.read_text(), "the fixed template is rendered at once"
-    assert m.readyz()[0] is True, m.readyz()[1]
+    assert m.status.readyz()[0] is True, m.status.readyz()[1]
 
 
 def test_a_template_that_haproxy_rejects_never_replaces_the_live_config(world):
@@ -155,7 +155,7 @@ def test_a_missing_reload_socket_keeps_the_loop_running_and_delivers_when_it_app
     m.tick()
     assert servers(world.cfg) == ["m0", "m1", "m2"]
     assert m.status.reload_pending and "socket missing" in (m.status.reload_error or "")
-    assert m.readyz()[0] is False
+    assert m.status.readyz()[0] is False
     for _ in range(3):
         world.clock.now = m.reloader.deadline() or world.clock.now
         m.tick()
@@ -177,7 +177,7 @@ def test_an_unreachable_api_keeps_the_last_config_and_reports_not_ready(world):
     m.handle(Connectivity(reachable=False, fallback=False, server="https://api:6443", error="api: refused"))
     m.tick()
     assert world.cfg.read_bytes() == good
-    ready, checks = m.readyz()
+    ready, checks = m.status.readyz()
     assert not ready and checks["api"] == "api: refused"
 
 
@@ -273,11 +273,11 @@ def test_a_template_that_parses_but_fails_to_render_does_not_freeze_the_backend_
     m.tick()
     assert servers(world.cfg) == ["m0", "m7"], "the last template that rendered keeps HAProxy current"
     assert "NoSuchField" not in world.cfg.read_text()
-    ready, checks = m.readyz()
+    ready, checks = m.status.readyz()
     assert not ready and "NoSuchField" in str(checks["template"])
     assert len([r for r in caplog.records if "NoSuchField" in r.getMessage()]) == 1
     world.template.write_text((REPO / "templates" / "haproxy.cfg.j2").read_text())
     m.handle(TemplateChanged())
-    assert m.readyz()[0] is True
+    assert m.status.readyz()[0] is True
     server.close()
     assert server.received.count(b"reload\n") == 3
