@@ -5,17 +5,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from monitor import discovery
-from monitor.adapters.files import ConfigWriter, ValidationError, WriteError
-from monitor.adapters.reloader import Reloader
 from monitor.events import Connectivity, Event, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
 from monitor.logs import Log
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
-from monitor.render import Renderer, RenderError
+from monitor.pipeline import ApplyResult, Pipeline, ReloadResult
+from monitor.ports import ConfigWriterPort, ReloaderPort, TemplatePort
 from monitor.settings import Settings
 from monitor.stabilize import Hysteresis, Settle
 from monitor.status import Stage, Status
@@ -35,31 +34,49 @@ def backend_diff(old: Sequence[Backend], new: Sequence[Backend]) -> dict[str, li
     return {"added": sorted(after - before), "removed": sorted(before - after)}
 
 
+def desired_config(
+    objects: Sequence[Mapping[str, Any]], settings: Settings, *, local: Sequence[discovery.IPInterface]
+) -> tuple[LBConfig, tuple[str, ...]]:
+    """The LB config the API objects call for, and discovery's warnings (``local``: this host's addresses)."""
+    s = settings
+    if s.source == "endpointslices":
+        found = discovery.backends_from_endpointslices(
+            objects, vips=s.api_vips, api_port=s.api_port, topology=s.control_plane_topology
+        )
+    else:
+        found = discovery.backends_from_nodes(
+            objects,
+            vips=s.api_vips,
+            api_port=s.api_port,
+            local_addresses=local,
+            topology=s.control_plane_topology,
+        )
+    config = discovery.lbconfig(
+        found.backends, vips=s.api_vips, api_port=s.api_port, lb_port=s.lb_port, stat_port=s.stat_port
+    )
+    return config, found.warnings
+
+
 class Monitor:
-    """Owns the decision state and executes actions in order: render, stage+validate+rename, reload, steer."""
+    """Owns the decision state and sequences the effects: settle, the apply pipeline, reload retries, steering."""
 
     def __init__(
         self,
         *,
         settings: Settings,
-        renderer: Renderer,
-        writer: ConfigWriter,
-        reloader: Reloader,
+        renderer: TemplatePort,
+        writer: ConfigWriterPort,
+        reloader: ReloaderPort,
         networks: Callable[[], Sequence[discovery.IPInterface]],
         metrics: Metrics | None = None,
         steering: SteeringPort | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
-        self.renderer = renderer
-        self.writer = writer
+        self.settings, self.networks, self.steering, self.clock = settings, networks, steering, clock
         self.reloader = reloader
-        self.networks = networks
         self.metrics = metrics or Metrics()
-        self.steering = steering
-        self.clock = clock
-        self.wall = wall
+        self.pipeline = Pipeline(template=renderer, writer=writer, reloader=reloader, clock=clock)
         self.queue: queue.Queue[Event] = queue.Queue()
         self.settle: Settle[LBConfig] = Settle(quiet=settings.settle, max_wait=settings.settle_max)
         self.health = Hysteresis(on_after=settings.health_on, off_after=settings.health_off)
@@ -74,11 +91,8 @@ class Monitor:
         self._desired: LBConfig | None = None
         self._objects: tuple[Any, ...] | None = None
         self._warnings: set[str] = set()
-        self._log = {
-            name: Log(name)
-            for name in ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
-        }
-        self._template_ok = True
+        subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
+        self._log = {name: Log(name) for name in subsystems}
 
     # -- public -------------------------------------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -89,9 +103,8 @@ class Monitor:
         """Block until a Stop event (or ``until()`` is true); returns the exit code."""
         self._load_template()
         while not self.stopped.is_set():
-            timeout = self._wait_time()
             try:
-                event: Event | None = self.queue.get(timeout=timeout)
+                event: Event | None = self.queue.get(timeout=self._wait_time())
             except queue.Empty:
                 event = None
             while event is not None:
@@ -111,30 +124,36 @@ class Monitor:
         """Feed one observation into the decision state (and act when it calls for it)."""
         match event:
             case Objects():
-                self._on_objects(event)
+                self._objects = event.items
+                self.status.answered(server=event.server, fallback=event.fallback)
+                self._rediscover()
             case Connectivity():
-                self._on_connectivity(event)
+                self.status.connectivity(
+                    reachable=event.reachable, fallback=event.fallback, server=event.server, error=event.error
+                )
             case TemplateChanged():
                 self._load_template()
-                if self._template_ok and self._desired is not None:
-                    self._apply(self._desired, reason="template changed")
+                if self.pipeline.template_loaded and self._desired is not None:
+                    self._apply_config(self._desired, reason="template changed")
             case HealthObserved():
                 self._on_health(event)
             case StatsObserved():
-                self._on_stats(event)
+                # The stats reader logs which source answers, or why none does; this only follows server states.
+                if event.error:
+                    self.status.failed(Stage.STATS, event.error)
+                else:
+                    self.status.servers_seen(event.servers)
             case Stop():
                 self._log["loop"].info("stopping", reason=event.reason)
                 self.shutdown()
 
     def tick(self) -> None:
         """Act on whatever deadline has passed: a settled backend set, a pending reload retry."""
-        now = self.clock()
-        self.status.last_iteration = now
+        now = self.status.last_iteration = self.clock()
         seen = self.settle.pending_since()
         due, value = self.settle.take_due(now)
         if due and value is not None:
-            previous = self._desired
-            self._desired = value
+            previous, self._desired = self._desired, value
             diff = backend_diff(previous.backends if previous else (), value.backends)
             self._log["settle"].info(
                 "backend set settled",
@@ -142,8 +161,8 @@ class Monitor:
                 added=diff["added"],
                 removed=diff["removed"],
             )
-            self._apply(value, reason="backends changed", seen=seen)
-        self._deliver_reload()
+            self._apply_config(value, reason="backends changed", seen=seen)
+        self._report_reload(self.pipeline.deliver_reload())
 
     def shutdown(self) -> None:
         """Remove steering (traffic must not be sent to a HAProxy nobody watches) and stop."""
@@ -160,108 +179,66 @@ class Monitor:
             wait = min(wait, max(0.0, min(deadlines) - self.clock()))
         return wait
 
-    def _on_connectivity(self, event: Connectivity) -> None:
-        self.status.connectivity(
-            reachable=event.reachable, fallback=event.fallback, server=event.server, error=event.error
-        )
-
-    def _on_objects(self, event: Objects) -> None:
-        self._objects = event.items
-        self.status.answered(server=event.server, fallback=event.fallback)
-        self._rediscover()
-
     def _rediscover(self) -> None:
         if self._objects is None:
             return
-        s = self.settings
-        log = self._log["discovery"]
-        if s.source == "endpointslices":
-            found = discovery.backends_from_endpointslices(
-                self._objects, vips=s.api_vips, api_port=s.api_port, topology=s.control_plane_topology
-            )
-        else:
+        local: Sequence[discovery.IPInterface] = []
+        if self.settings.source == "nodes":
             try:
                 local = self.networks()
-            except (
-                Exception
-            ) as exc:  # the adapter's own error type; keep going as a host without the VIP's subnet
-                log.warning(f"cannot read local addresses: {exc}")
-                local = []
-            found = discovery.backends_from_nodes(
-                self._objects,
-                vips=s.api_vips,
-                api_port=s.api_port,
-                local_addresses=local,
-                topology=s.control_plane_topology,
-            )
-        warnings = set(found.warnings)
-        for warning in sorted(warnings - self._warnings):
-            log.warning(warning)
-        self._warnings = warnings
-        config = discovery.lbconfig(
-            found.backends, vips=s.api_vips, api_port=s.api_port, lb_port=s.lb_port, stat_port=s.stat_port
-        )
+            except Exception as exc:  # the adapter's own error type; go on as a host without the VIP's subnet
+                self._log["discovery"].warning(f"cannot read local addresses: {exc}")
+        config, warnings = desired_config(self._objects, self.settings, local=local)
+        for warning in sorted(set(warnings) - self._warnings):
+            self._log["discovery"].warning(warning)
+        self._warnings = set(warnings)
         self.settle.observe(config, self.clock())
 
     def _load_template(self) -> None:
-        try:
-            self.renderer.load()
-        except RenderError as exc:
+        error = self.pipeline.load_template()
+        if error is not None:
             # The last good parse stays in use: backend changes still reach HAProxy meanwhile.
-            self._template_ok = False
-            self.status.failed(Stage.LOAD, str(exc))
+            self.status.failed(Stage.LOAD, error)
             return
-        self._template_ok = True
         self.status.recovered(Stage.LOAD)
-        self._log["render"].info(
-            "template loaded", template=str(self.renderer.path), language=self.renderer.language
-        )
+        template = self.pipeline.template
+        self._log["render"].info("template loaded", template=str(template.path), language=template.language)
 
-    def _apply(self, config: LBConfig, *, reason: str, seen: float | None = None) -> None:
-        """Render, write and reload; ``seen`` is when discovery saw this backend set arrive (for the latency)."""
-        try:
-            text = self.renderer.render(config)
-        except RenderError as exc:
-            self.status.failed(Stage.RENDER, str(exc))
-            try:
-                fallback = self.renderer.render_last_good(config)
-            except RenderError:
-                fallback = None
-            if fallback is None:
-                self.status.errors["config"] = str(exc)
-                return
-            text = fallback
+    def _apply_config(self, config: LBConfig, *, reason: str, seen: float | None = None) -> None:
+        """Run the pipeline for ``config``; ``seen`` is when discovery saw this backend set (for the latency)."""
+        result = self.pipeline.apply(config)
+        if result.render_error is not None:
+            self.status.failed(Stage.RENDER, result.render_error)
+        elif self.pipeline.template_loaded:
+            self.status.recovered(Stage.RENDER)
+        if result.stage_failed is Stage.RENDER:
+            self.status.errors["config"] = result.error  # nothing to write: the config check says why
+        elif result.stage_failed is not None:
+            self.status.failed(result.stage_failed, result.error or "")
         else:
-            if self._template_ok:
-                self.status.recovered(Stage.RENDER)
-        try:
-            changed = self.writer.write(text, mode=self.renderer.mode)
-        except ValidationError as exc:
-            self.status.failed(Stage.VALIDATE, str(exc))
-            return
-        except WriteError as exc:
-            self.status.failed(Stage.WRITE, str(exc))
-            return
-        self.status.config_applied(config, at=self.clock(), written=changed, seen=seen)
-        if changed:
-            self._log["write"].info(
-                "config written", cfg=str(self.writer.cfg), reason=reason, backends=len(config.backends)
-            )
-            self.reloader.request()
-            self.status.reload_pending = True
-            self._deliver_reload()
-        else:
-            self._log["write"].info("config unchanged; no reload", cfg=str(self.writer.cfg), reason=reason)
+            self._report_applied(config, result, reason=reason, seen=seen)
 
-    def _deliver_reload(self) -> None:
-        outcome = self.reloader.attempt()
-        if outcome is None:
+    def _report_applied(
+        self, config: LBConfig, result: ApplyResult, *, reason: str, seen: float | None
+    ) -> None:
+        assert result.applied_at is not None
+        self.status.config_applied(config, at=result.applied_at, written=result.written, seen=seen)
+        cfg = str(self.pipeline.writer.cfg)
+        if result.unchanged:
+            self._log["write"].info("config unchanged; no reload", cfg=cfg, reason=reason)
             return
-        if outcome:
+        self._log["write"].info("config written", cfg=cfg, reason=reason, backends=len(config.backends))
+        self.status.reload_pending = True
+        self._report_reload(result.reload)
+
+    def _report_reload(self, reload: ReloadResult | None) -> None:
+        if reload is None:
+            return
+        if reload.sent:
             self.status.reloaded()
             self._log["reload"].info("reload sent", socket=str(self.reloader.socket_path))
         else:
-            self.status.failed(Stage.RELOAD, self.reloader.last_error or "reload failed")
+            self.status.failed(Stage.RELOAD, reload.error or "reload failed")
 
     def _on_health(self, event: HealthObserved) -> None:
         flipped = self.health.observe(event.ok)
@@ -284,10 +261,3 @@ class Monitor:
         self.status.set_steering(want)
         if changed:
             self._log["steering"].info("rules installed" if want else removed)
-
-    def _on_stats(self, event: StatsObserved) -> None:
-        # The stats reader logs which source answers, or why none does; this only follows server states.
-        if event.error:
-            self.status.failed(Stage.STATS, event.error)
-        else:
-            self.status.servers_seen(event.servers)
