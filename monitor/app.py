@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from monitor.adapters.files import ConfigWriter, find_haproxy
 from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource
@@ -17,39 +16,9 @@ from monitor.events import Event, HealthObserved, StatsObserved, Stop, TemplateC
 from monitor.logs import Log
 from monitor.loop import Monitor
 from monitor.metrics import Metrics
+from monitor.ports import SteeringPort
 from monitor.render import Renderer
 from monitor.settings import Settings
-
-if TYPE_CHECKING:
-    from monitor.adapters.nftables import SteeringResult
-
-
-class _Steering:
-    """Adapts NftSteering's result objects to the loop's (changed, error) port."""
-
-    def __init__(self, settings: Settings) -> None:
-        from monitor.adapters.nftables import NftSteering
-        from monitor.steering import SteeringSpec
-
-        self._nft = NftSteering(
-            spec=SteeringSpec(vips=settings.api_vips, api_port=settings.api_port, lb_port=settings.lb_port),
-            nft_bin=settings.nft_bin,
-        )
-        self._log = Log("steering")
-
-    def _report(self, result: SteeringResult) -> tuple[bool, str | None]:
-        # The start-up sweep says once what it removed or could not check; the loop logs the rest.
-        if result.leftovers:
-            self._log.info("removed rules left by earlier monitors", removed="; ".join(result.leftovers))
-        if result.warning:
-            self._log.warning(result.warning)
-        return result.changed, result.error
-
-    def ensure(self) -> tuple[bool, str | None]:
-        return self._report(self._nft.ensure())
-
-    def remove(self) -> tuple[bool, str | None]:
-        return self._report(self._nft.remove())
 
 
 def _poll_haproxy(
@@ -72,6 +41,17 @@ def _poll_haproxy(
         stop.wait(settings.check_interval)
 
 
+def _steering(settings: Settings) -> SteeringPort | None:
+    """nftables steering, unless turned off (and never for ``--once``, which only writes the config)."""
+    if not settings.steering or settings.once:
+        return None
+    from monitor.adapters.nftables import NftSteering
+    from monitor.steering import SteeringSpec
+
+    spec = SteeringSpec(vips=settings.api_vips, api_port=settings.api_port, lb_port=settings.lb_port)
+    return NftSteering(spec=spec, nft_bin=settings.nft_bin)
+
+
 def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Monitor:
     from monitor.adapters.netif import local_addresses
 
@@ -83,7 +63,7 @@ def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Moni
         reloader=Reloader(socket_path=settings.reload_socket, clock=time.monotonic),
         networks=local_addresses,
         metrics=metrics,
-        steering=_Steering(settings) if settings.steering and not settings.once else None,
+        steering=_steering(settings),
     )
 
 
@@ -186,10 +166,9 @@ def run(
 
 
 def _run_once(monitor: Monitor, settings: Settings) -> int:
-    """``--once``: apply the first backend set without settling, deliver the reload if one is due, exit."""
+    """``--once``: apply the first backend set (the monitor does not settle it), deliver its reload, exit."""
     log = Log("loop")
     deadline = time.monotonic() + max(30.0, settings.check_interval * 5)
-    monitor.settle = type(monitor.settle)(quiet=0.0, max_wait=0.0)
 
     def done() -> bool:
         s = monitor.status

@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from monitor import discovery
 from monitor.events import Connectivity, Event, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
@@ -14,17 +14,10 @@ from monitor.logs import Log
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
 from monitor.pipeline import ApplyResult, Pipeline, ReloadResult
-from monitor.ports import ConfigWriterPort, ReloaderPort, TemplatePort
+from monitor.ports import ConfigWriterPort, ReloaderPort, SteeringPort, TemplatePort
 from monitor.settings import Settings
 from monitor.stabilize import Hysteresis, Settle
 from monitor.status import Stage, Status
-
-
-# ---- effect ports (adapters implement them) -----------------------------------------------------------------
-class SteeringPort(Protocol):
-    def ensure(self) -> tuple[bool, str | None]: ...  # (changed, error)
-
-    def remove(self) -> tuple[bool, str | None]: ...
 
 
 def backend_diff(old: Sequence[Backend], new: Sequence[Backend]) -> dict[str, list[str]]:
@@ -78,7 +71,9 @@ class Monitor:
         self.metrics = metrics or Metrics()
         self.pipeline = Pipeline(template=renderer, writer=writer, reloader=reloader, clock=clock)
         self.queue: queue.Queue[Event] = queue.Queue()
-        self.settle: Settle[LBConfig] = Settle(quiet=settings.settle, max_wait=settings.settle_max)
+        # --once applies the first backend set at once: there is no later change to wait for.
+        quiet, max_wait = (0.0, 0.0) if settings.once else (settings.settle, settings.settle_max)
+        self.settle: Settle[LBConfig] = Settle(quiet=quiet, max_wait=max_wait)
         self.health = Hysteresis(on_after=settings.health_on, off_after=settings.health_off)
         self.status = Status(
             metrics=self.metrics,
@@ -253,11 +248,16 @@ class Monitor:
     def _steer(self, want: bool, *, removed: str = "rules removed") -> None:
         """Re-checked every cycle: rules present exactly while healthy (repairs external deletions)."""
         assert self.steering is not None
-        changed, error = self.steering.ensure() if want else self.steering.remove()
-        if error:
-            self.status.failed(Stage.STEERING, error)
+        result = self.steering.ensure() if want else self.steering.remove()
+        log = self._log["steering"]
+        if result.leftovers:  # the start-up sweep, once
+            log.info("removed rules left by earlier monitors", removed="; ".join(result.leftovers))
+        if result.warning:
+            log.warning(result.warning)
+        if result.error:
+            self.status.failed(Stage.STEERING, result.error)
             return
         self.status.recovered(Stage.STEERING)
         self.status.set_steering(want)
-        if changed:
-            self._log["steering"].info("rules installed" if want else removed)
+        if result.changed:
+            log.info("rules installed" if want else removed)

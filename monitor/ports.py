@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -14,6 +15,21 @@ class WriteError(Exception):
 
 class ValidationError(WriteError):
     """HAProxy rejected the rendered configuration."""
+
+
+@dataclass(frozen=True)
+class SteeringResult:
+    """Outcome of one ensure/remove: did anything change, a one-line error, our rule count after.
+
+    ``leftovers`` names what the start-up sweep removed (rules earlier monitors left behind);
+    ``warning`` says why part of the sweep could not run (it does not stop steering).
+    """
+
+    changed: bool
+    error: str | None
+    rules: int
+    leftovers: tuple[str, ...] = ()
+    warning: str | None = None
 
 
 class TemplatePort(Protocol):
@@ -58,3 +74,11 @@ class ReloaderPort(Protocol):
     def deadline(self) -> float | None: ...
 
     def attempt(self) -> bool | None: ...
+
+
+class SteeringPort(Protocol):
+    """API VIP traffic steered into HAProxy: rules installed (``ensure``) or absent (``remove``); never raises."""
+
+    def ensure(self) -> SteeringResult: ...
+
+    def remove(self) -> SteeringResult: ...

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from monitor.ports import SteeringResult
 from monitor.steering import (
     FAMILIES,
     Family,
@@ -24,21 +25,6 @@ from monitor.steering import (
     sweep_tables,
     vip_families,
 )
-
-
-@dataclass(frozen=True)
-class SteeringResult:
-    """Outcome of one ensure/remove: did nft change anything, a one-line error, our rule count after.
-
-    ``leftovers`` names what the start-up sweep removed (rules earlier monitors left behind);
-    ``warning`` says why part of the sweep could not run (it does not stop steering).
-    """
-
-    changed: bool
-    error: str | None
-    rules: int
-    leftovers: tuple[str, ...] = ()
-    warning: str | None = None
 
 
 @dataclass(frozen=True)
