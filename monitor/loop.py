@@ -5,7 +5,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from monitor import discovery
@@ -14,7 +15,7 @@ from monitor.logs import Log
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
 from monitor.pipeline import ApplyResult, Pipeline, ReloadResult
-from monitor.ports import ConfigWriterPort, ReloaderPort, SteeringPort, TemplatePort
+from monitor.ports import ConfigWriterPort, ReloaderPort, SteeringPort, SteeringResult, TemplatePort
 from monitor.settings import Settings
 from monitor.stabilize import Hysteresis, Settle
 from monitor.status import Stage, Status
@@ -50,6 +51,88 @@ def desired_config(
     return config, found.warnings
 
 
+class Report:
+    """What each outcome the loop sequences means for the status, the metrics and the log (one line per event)."""
+
+    def __init__(self, status: Status, *, cfg: Path, socket: Path) -> None:
+        self.status = status
+        self._cfg, self._socket = str(cfg), str(socket)
+        self._warnings: set[str] = set()
+        subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
+        self.log = {name: Log(name) for name in subsystems}
+
+    def discovered(self, warnings: Sequence[str]) -> None:
+        """Each discovery warning once, for as long as it holds."""
+        for warning in sorted(set(warnings) - self._warnings):
+            self.log["discovery"].warning(warning)
+        self._warnings = set(warnings)
+
+    def settled(self, previous: LBConfig | None, value: LBConfig) -> None:
+        diff = backend_diff(previous.backends if previous else (), value.backends)
+        self.log["settle"].info(
+            "backend set settled", backends=len(value.backends), added=diff["added"], removed=diff["removed"]
+        )
+
+    def template_loaded(self, error: str | None, template: TemplatePort) -> None:
+        if error is not None:
+            # The last good parse stays in use: backend changes still reach HAProxy meanwhile.
+            self.status.failed(Stage.LOAD, error)
+            return
+        self.status.recovered(Stage.LOAD)
+        self.log["render"].info("template loaded", template=str(template.path), language=template.language)
+
+    def applied(
+        self, config: LBConfig, result: ApplyResult, *, reason: str, seen: float | None, template_loaded: bool
+    ) -> None:
+        """``seen``: when discovery saw this backend set (for the latency); ``template_loaded``: the file parses."""
+        if result.render_error is not None:
+            self.status.failed(Stage.RENDER, result.render_error)
+        elif template_loaded:
+            self.status.recovered(Stage.RENDER)
+        if result.stage_failed is Stage.RENDER:
+            self.status.errors["config"] = result.error  # nothing to write: the config check says why
+            return
+        if result.stage_failed is not None:
+            self.status.failed(result.stage_failed, result.error or "")
+            return
+        assert result.applied_at is not None
+        self.status.config_applied(config, at=result.applied_at, written=result.written, seen=seen)
+        if result.unchanged:
+            self.log["write"].info("config unchanged; no reload", cfg=self._cfg, reason=reason)
+            return
+        self.log["write"].info("config written", cfg=self._cfg, reason=reason, backends=len(config.backends))
+        self.status.reload_pending = True
+        self.reload(result.reload)
+
+    def reload(self, result: ReloadResult | None) -> None:
+        if result is None:
+            return
+        if result.sent:
+            self.status.reloaded()
+            self.log["reload"].info("reload sent", socket=self._socket)
+        else:
+            self.status.failed(Stage.RELOAD, result.error or "reload failed")
+
+    def health(self, *, healthy: bool, flipped: bool, reason: str) -> None:
+        self.status.set_healthy(healthy)
+        if flipped:
+            self.log["health"].info("HAProxy healthy" if healthy else "HAProxy unhealthy", reason=reason)
+
+    def steering(self, result: SteeringResult, *, steer: bool, removed: str) -> None:
+        log = self.log["steering"]
+        if result.leftovers:  # the start-up sweep, once
+            log.info("removed rules left by earlier monitors", removed="; ".join(result.leftovers))
+        if result.warning:
+            log.warning(result.warning)
+        if result.error:
+            self.status.failed(Stage.STEERING, result.error)
+            return
+        self.status.recovered(Stage.STEERING)
+        self.status.set_steering(steer)
+        if result.changed:
+            log.info("rules installed" if steer else removed)
+
+
 class Monitor:
     """Owns the decision state and sequences the effects: settle, the apply pipeline, reload retries, steering."""
 
@@ -82,12 +165,10 @@ class Monitor:
             check_interval=settings.check_interval,
             steering=steering is not None,
         )
+        self.report = Report(self.status, cfg=writer.cfg, socket=reloader.socket_path)
         self.stopped = threading.Event()
         self._desired: LBConfig | None = None
         self._objects: tuple[Any, ...] | None = None
-        self._warnings: set[str] = set()
-        subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
-        self._log = {name: Log(name) for name in subsystems}
 
     # -- public -------------------------------------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -98,18 +179,10 @@ class Monitor:
         """Block until a Stop event (or ``until()`` is true); returns the exit code."""
         self._load_template()
         while not self.stopped.is_set():
-            try:
-                event: Event | None = self.queue.get(timeout=self._wait_time())
-            except queue.Empty:
-                event = None
-            while event is not None:
+            for event in self._drain():
                 self.handle(event)
                 if self.stopped.is_set():
                     return 0
-                try:
-                    event = self.queue.get_nowait()
-                except queue.Empty:
-                    event = None
             self.tick()
             if until is not None and until():
                 return 0
@@ -131,7 +204,10 @@ class Monitor:
                 if self.pipeline.template_loaded and self._desired is not None:
                     self._apply_config(self._desired, reason="template changed")
             case HealthObserved():
-                self._on_health(event)
+                flipped = self.health.observe(event.ok)
+                self.report.health(healthy=self.health.state, flipped=flipped, reason=event.reason)
+                if self.steering is not None:
+                    self._steer(self.health.state)
             case StatsObserved():
                 # The stats reader logs which source answers, or why none does; this only follows server states.
                 if event.error:
@@ -139,7 +215,7 @@ class Monitor:
                 else:
                     self.status.servers_seen(event.servers)
             case Stop():
-                self._log["loop"].info("stopping", reason=event.reason)
+                self.report.log["loop"].info("stopping", reason=event.reason)
                 self.shutdown()
 
     def tick(self) -> None:
@@ -148,16 +224,10 @@ class Monitor:
         seen = self.settle.pending_since()
         due, value = self.settle.take_due(now)
         if due and value is not None:
-            previous, self._desired = self._desired, value
-            diff = backend_diff(previous.backends if previous else (), value.backends)
-            self._log["settle"].info(
-                "backend set settled",
-                backends=len(value.backends),
-                added=diff["added"],
-                removed=diff["removed"],
-            )
+            self.report.settled(self._desired, value)
+            self._desired = value
             self._apply_config(value, reason="backends changed", seen=seen)
-        self._report_reload(self.pipeline.deliver_reload())
+        self.report.reload(self.pipeline.deliver_reload())
 
     def shutdown(self) -> None:
         """Remove steering (traffic must not be sent to a HAProxy nobody watches) and stop."""
@@ -167,12 +237,18 @@ class Monitor:
         self.stopped.set()
 
     # -- decisions ---------------------------------------------------------------------------------------------
-    def _wait_time(self) -> float:
+    def _drain(self) -> Iterator[Event]:
+        """The next event, waited for until the nearest deadline, then whatever else is queued already."""
         deadlines = [d for d in (self.settle.deadline(), self.reloader.deadline()) if d is not None]
         wait = self.settings.check_interval
         if deadlines:
             wait = min(wait, max(0.0, min(deadlines) - self.clock()))
-        return wait
+        try:
+            yield self.queue.get(timeout=wait)
+            while True:
+                yield self.queue.get_nowait()
+        except queue.Empty:
+            return
 
     def _rediscover(self) -> None:
         if self._objects is None:
@@ -182,82 +258,22 @@ class Monitor:
             try:
                 local = self.networks()
             except Exception as exc:  # the adapter's own error type; go on as a host without the VIP's subnet
-                self._log["discovery"].warning(f"cannot read local addresses: {exc}")
+                self.report.log["discovery"].warning(f"cannot read local addresses: {exc}")
         config, warnings = desired_config(self._objects, self.settings, local=local)
-        for warning in sorted(set(warnings) - self._warnings):
-            self._log["discovery"].warning(warning)
-        self._warnings = set(warnings)
+        self.report.discovered(warnings)
         self.settle.observe(config, self.clock())
 
     def _load_template(self) -> None:
-        error = self.pipeline.load_template()
-        if error is not None:
-            # The last good parse stays in use: backend changes still reach HAProxy meanwhile.
-            self.status.failed(Stage.LOAD, error)
-            return
-        self.status.recovered(Stage.LOAD)
-        template = self.pipeline.template
-        self._log["render"].info("template loaded", template=str(template.path), language=template.language)
+        self.report.template_loaded(self.pipeline.load_template(), self.pipeline.template)
 
     def _apply_config(self, config: LBConfig, *, reason: str, seen: float | None = None) -> None:
-        """Run the pipeline for ``config``; ``seen`` is when discovery saw this backend set (for the latency)."""
         result = self.pipeline.apply(config)
-        if result.render_error is not None:
-            self.status.failed(Stage.RENDER, result.render_error)
-        elif self.pipeline.template_loaded:
-            self.status.recovered(Stage.RENDER)
-        if result.stage_failed is Stage.RENDER:
-            self.status.errors["config"] = result.error  # nothing to write: the config check says why
-        elif result.stage_failed is not None:
-            self.status.failed(result.stage_failed, result.error or "")
-        else:
-            self._report_applied(config, result, reason=reason, seen=seen)
+        self.report.applied(
+            config, result, reason=reason, seen=seen, template_loaded=self.pipeline.template_loaded
+        )
 
-    def _report_applied(
-        self, config: LBConfig, result: ApplyResult, *, reason: str, seen: float | None
-    ) -> None:
-        assert result.applied_at is not None
-        self.status.config_applied(config, at=result.applied_at, written=result.written, seen=seen)
-        cfg = str(self.pipeline.writer.cfg)
-        if result.unchanged:
-            self._log["write"].info("config unchanged; no reload", cfg=cfg, reason=reason)
-            return
-        self._log["write"].info("config written", cfg=cfg, reason=reason, backends=len(config.backends))
-        self.status.reload_pending = True
-        self._report_reload(result.reload)
-
-    def _report_reload(self, reload: ReloadResult | None) -> None:
-        if reload is None:
-            return
-        if reload.sent:
-            self.status.reloaded()
-            self._log["reload"].info("reload sent", socket=str(self.reloader.socket_path))
-        else:
-            self.status.failed(Stage.RELOAD, reload.error or "reload failed")
-
-    def _on_health(self, event: HealthObserved) -> None:
-        flipped = self.health.observe(event.ok)
-        self.status.set_healthy(self.health.state)
-        if flipped:
-            self._log["health"].info(
-                "HAProxy healthy" if self.health.state else "HAProxy unhealthy", reason=event.reason
-            )
-        if self.steering is not None:
-            self._steer(self.health.state)
-
-    def _steer(self, want: bool, *, removed: str = "rules removed") -> None:
+    def _steer(self, steer: bool, *, removed: str = "rules removed") -> None:
         """Re-checked every cycle: rules present exactly while healthy (repairs external deletions)."""
         assert self.steering is not None
-        result = self.steering.ensure() if want else self.steering.remove()
-        log = self._log["steering"]
-        if result.leftovers:  # the start-up sweep, once
-            log.info("removed rules left by earlier monitors", removed="; ".join(result.leftovers))
-        if result.warning:
-            log.warning(result.warning)
-        if result.error:
-            self.status.failed(Stage.STEERING, result.error)
-            return
-        self.status.recovered(Stage.STEERING)
-        self.status.set_steering(want)
-        if result.changed:
-            log.info("rules installed" if want else removed)
+        result = self.steering.ensure() if steer else self.steering.remove()
+        self.report.steering(result, steer=steer, removed=removed)
