@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource, read_stats, read_stats_page
 from monitor.adapters.httpserver import StatusServer
+from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource, read_stats, read_stats_page
 from monitor.kubesim import KubeSim
 from monitor.lab import FakeApiServer, HaproxyLab, free_port
 from monitor.metrics import Metrics

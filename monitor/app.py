@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from monitor.adapters.files import ConfigWriter, find_haproxy
-from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource
+from monitor.adapters.config_writer import ConfigWriter, find_haproxy
 from monitor.adapters.reloader import Reloader
+from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource
 from monitor.events import Event, HealthObserved, StatsObserved, Stop, TemplateChanged
 from monitor.logs import Log
 from monitor.loop import Monitor
@@ -25,8 +25,8 @@ def _poll_haproxy(
     settings: Settings, post: Callable[[Event], None], stop: threading.Event, stats: StatsSource
 ) -> None:
     """Every check interval: one health sample and one stats read (for the state-change log), posted to the loop."""
-    from monitor.adapters.haproxy import StatsUnavailable
     from monitor.adapters.health import check_health
+    from monitor.adapters.stats import StatsUnavailable
 
     timeout = max(0.5, min(2.0, settings.check_interval / 2))
     while not stop.is_set():

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from monitor.adapters.haproxy import ServerStat, StatsParseError, read_stats
+from monitor.adapters.stats import ServerStat, StatsParseError, read_stats
 from monitor.model import Backend, LBConfig
 
 # Longest unix socket path we create (sun_path is 108 bytes including the NUL).

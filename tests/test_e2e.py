@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from monitor.adapters.haproxy import read_stats_page
+from monitor.adapters.stats import read_stats_page
 from monitor.kubesim import KubeSim
 from monitor.lab import FakeApiServer, HaproxyLab, free_port
 from monitor.pki import make_kubelet_pki, write_kubeconfig

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.files import ConfigWriter
+from monitor.adapters.config_writer import ConfigWriter
 from monitor.adapters.reloader import Reloader
 from monitor.events import Connectivity, Objects, StatsObserved, Stop, TemplateChanged
 from monitor.loop import Monitor

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.files import ConfigWriter
+from monitor.adapters.config_writer import ConfigWriter
 from monitor.adapters.reloader import Reloader
 from monitor.model import Backend, LBConfig
 from monitor.pipeline import Pipeline

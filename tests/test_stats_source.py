@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.haproxy import (
+from monitor.adapters.httpserver import StatusServer
+from monitor.adapters.stats import (
     SCRAPE_TIMEOUT,
     StatsPageError,
     StatsSocketError,
@@ -22,7 +23,6 @@ from monitor.adapters.haproxy import (
     read_stats,
     read_stats_page,
 )
-from monitor.adapters.httpserver import StatusServer
 from monitor.lab import FakeApiServer, HaproxyLab
 from monitor.metrics import Metrics
 from monitor.statsconfig import page_from_url

@@ -165,7 +165,8 @@ class NftSteering:
             )
         return found, warning
 
-    def _apply(self, script: str) -> None:
+    def _run_transaction(self, script: str) -> None:
+        """Apply a plan's script as one ``nft -f -`` transaction: all of it or nothing."""
         done = self._run("-f", "-", stdin=script)
         if done.returncode != 0:
             raise _NftError(
@@ -178,7 +179,7 @@ class NftSteering:
         comments, warning = self._iptables_comments(listing) if sweep else ({}, None)
         result = plan(listing, self._spec, steer=steer, sweep=sweep, iptables_comments=comments)
         if result.script is not None:
-            self._apply(result.script)
+            self._run_transaction(result.script)
         self._swept = True
         if result.script is None:
             rules = sum(len(our_rules(listing, self._spec, f)) for f in self._families)

@@ -1,4 +1,4 @@
-"""HAProxy's statistics as typed rows: ``show stat`` on the admin socket or the stats page's CSV, and which to use."""
+"""Reads HAProxy's statistics, nothing else: ``show stat`` on the admin socket or the stats page's CSV, as rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The live haproxy.cfg: staged write in the same directory, validation by HAProxy, fsync, atomic rename."""
+"""The config writer: the live haproxy.cfg replaced by a staged file HAProxy validated, fsynced, renamed atomically."""
 
 from __future__ import annotations
 
