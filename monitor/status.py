@@ -28,11 +28,12 @@ class Stage(enum.Enum):
 
 @dataclass(frozen=True)
 class _Rule:
-    check: Check  # the /readyz check that shows the failure
-    counter: Callable[[Metrics], Any] | None  # counts every failure
-    recovered: (
-        str | None
-    )  # logged when a logged failure clears; None: not logged here (the reader logs its own)
+    """How a stage's failure is reported: the /readyz check that shows it, the counter that counts it, and the
+    line logged when a logged failure clears (None: not logged here; the stats reader logs its own)."""
+
+    check: Check
+    counter: Callable[[Metrics], Any] | None
+    recovered: str | None
 
 
 _RULES: dict[Stage, _Rule] = {

@@ -95,13 +95,7 @@ class ServerStat:
 
     def state(self) -> ServerState:
         """What the loop and /metrics follow of a server row."""
-        return ServerState(
-            proxy=self.proxy,
-            server=self.server,
-            status=self.status,
-            check_status=self.check_status,
-            sessions=self.current_sessions,
-        )
+        return ServerState(self.proxy, self.server, self.status, self.check_status, self.current_sessions)
 
 
 def _int(row: dict[str, str], name: str, *, line: int) -> int | None:
