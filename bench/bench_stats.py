@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource, read_stats, read_stats_page
 from monitor.adapters.httpserver import StatusServer
+from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource, read_stats, read_stats_page
 from monitor.metrics import Metrics
 from monitor.model import Backend
 from monitor.render import Renderer
@@ -80,7 +80,7 @@ def bench_scrapes(tmp: Path, *, scrapes: int, backends: int) -> None:
                 direct()
                 reads.append(time.perf_counter() - t0)
             metrics = Metrics()
-            metrics.server_status(lambda s=source: s.read(timeout=SCRAPE_TIMEOUT))  # type: ignore[misc]
+            metrics.server_status(lambda s=source: s.server_states(timeout=SCRAPE_TIMEOUT))  # type: ignore[misc]
             server = StatusServer(
                 listen="127.0.0.1:0",
                 healthz=lambda: (True, {}),

@@ -8,76 +8,48 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
-from monitor.adapters.files import ConfigWriter, find_haproxy
-from monitor.adapters.haproxy import SCRAPE_TIMEOUT, StatsSource
+from monitor.adapters.config_writer import ConfigWriter, find_haproxy
 from monitor.adapters.reloader import Reloader
+from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource
 from monitor.events import Event, HealthObserved, StatsObserved, Stop, TemplateChanged
 from monitor.logs import Log
 from monitor.loop import Monitor
 from monitor.metrics import Metrics
+from monitor.ports import SteeringPort
 from monitor.render import Renderer
 from monitor.settings import Settings
-
-if TYPE_CHECKING:
-    from monitor.adapters.nftables import SteeringResult
-
-
-class _Steering:
-    """Adapts NftSteering's result objects to the loop's (changed, error) port."""
-
-    def __init__(self, settings: Settings) -> None:
-        from monitor.adapters.nftables import NftSteering
-        from monitor.steering.rules import SteeringSpec
-
-        self._nft = NftSteering(
-            spec=SteeringSpec(vips=settings.api_vips, api_port=settings.api_port, lb_port=settings.lb_port),
-            nft_bin=settings.nft_bin,
-        )
-        self._log = Log("steering")
-
-    def _report(self, result: SteeringResult) -> tuple[bool, str | None]:
-        # The start-up sweep says once what it removed or could not check; the loop logs the rest.
-        if result.leftovers:
-            self._log.info("removed rules left by earlier monitors", removed="; ".join(result.leftovers))
-        if result.warning:
-            self._log.warning(result.warning)
-        return result.changed, result.error
-
-    def ensure(self) -> tuple[bool, str | None]:
-        return self._report(self._nft.ensure())
-
-    def remove(self) -> tuple[bool, str | None]:
-        return self._report(self._nft.remove())
 
 
 def _poll_haproxy(
     settings: Settings, post: Callable[[Event], None], stop: threading.Event, stats: StatsSource
 ) -> None:
     """Every check interval: one health sample and one stats read (for the state-change log), posted to the loop."""
-    from monitor.adapters.haproxy import StatsUnavailable
     from monitor.adapters.health import check_health
+    from monitor.adapters.stats import StatsUnavailable
 
     timeout = max(0.5, min(2.0, settings.check_interval / 2))
     while not stop.is_set():
         sample = check_health(settings.health_url, timeout=timeout)
         post(HealthObserved(ok=sample.ok, reason=sample.reason))
         try:
-            rows = stats.read(timeout=timeout)
+            servers = stats.server_states(timeout=timeout)
         except StatsUnavailable as exc:
             post(StatsObserved(error=str(exc)))  # the source already logged it, once
         else:
-            post(
-                StatsObserved(
-                    servers=tuple(
-                        (s.proxy, s.server, s.status, s.check_status, s.current_sessions)
-                        for s in rows
-                        if s.is_server
-                    )
-                )
-            )
+            post(StatsObserved(servers=tuple(servers)))
         stop.wait(settings.check_interval)
+
+
+def _steering(settings: Settings) -> SteeringPort | None:
+    """nftables steering, unless turned off (and never for ``--once``, which only writes the config)."""
+    if not settings.steering or settings.once:
+        return None
+    from monitor.adapters.nftables import NftSteering
+    from monitor.steering.rules import SteeringSpec
+
+    spec = SteeringSpec(vips=settings.api_vips, api_port=settings.api_port, lb_port=settings.lb_port)
+    return NftSteering(spec=spec, nft_bin=settings.nft_bin)
 
 
 def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Monitor:
@@ -91,7 +63,7 @@ def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Moni
         reloader=Reloader(socket_path=settings.reload_socket, clock=time.monotonic),
         networks=local_addresses,
         metrics=metrics,
-        steering=_Steering(settings) if settings.steering and not settings.once else None,
+        steering=_steering(settings),
     )
 
 
@@ -122,7 +94,7 @@ def run(
         restarts=lambda: float(watcher.watch_restarts()),
     )
     stats = StatsSource(cfg=settings.cfg, socket_path=settings.stats_socket, url=settings.stats_url)
-    metrics.server_status(lambda: stats.read(timeout=SCRAPE_TIMEOUT))
+    metrics.server_status(lambda: stats.server_states(timeout=SCRAPE_TIMEOUT))
 
     def credentials_changed() -> None:
         watcher.reload_credentials()
@@ -154,8 +126,8 @@ def run(
         try:
             server = StatusServer(
                 listen=settings.listen,
-                healthz=monitor.healthz,
-                readyz=monitor.readyz,
+                healthz=monitor.status.healthz,
+                readyz=monitor.status.readyz,
                 registry=metrics.registry,
             )
             server.start()
@@ -194,10 +166,9 @@ def run(
 
 
 def _run_once(monitor: Monitor, settings: Settings) -> int:
-    """``--once``: apply the first backend set without settling, deliver the reload if one is due, exit."""
+    """``--once``: apply the first backend set (the monitor does not settle it), deliver its reload, exit."""
     log = Log("loop")
     deadline = time.monotonic() + max(30.0, settings.check_interval * 5)
-    monitor.settle = type(monitor.settle)(quiet=0.0, max_wait=0.0)
 
     def done() -> bool:
         s = monitor.status

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.model import ServerState
+
 
 @dataclass(frozen=True)
 class Objects:
@@ -39,7 +41,9 @@ class HealthObserved:
 
 @dataclass(frozen=True)
 class StatsObserved:
-    servers: tuple[tuple[str, str, str, str, int], ...] = ()  # proxy, server, status, check_status, scur
+    """One read of HAProxy's statistics: every server's state, or why no source answered."""
+
+    servers: tuple[ServerState, ...] = ()
     error: str | None = None
 
 

@@ -5,50 +5,20 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from monitor import discovery
-from monitor.adapters.files import ConfigWriter, ValidationError, WriteError
-from monitor.adapters.reloader import Reloader
 from monitor.events import Connectivity, Event, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
-from monitor.logs import Log, OnceLog
+from monitor.logs import Log
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
-from monitor.render import Renderer, RenderError
+from monitor.pipeline import ApplyResult, Pipeline, ReloadResult
+from monitor.ports import ConfigWriterPort, ReloaderPort, SteeringPort, SteeringResult, TemplatePort
 from monitor.settings import Settings
 from monitor.stabilize import Hysteresis, Settle
-
-
-# ---- effect ports (adapters implement them) -----------------------------------------------------------------
-class SteeringPort(Protocol):
-    def ensure(self) -> tuple[bool, str | None]: ...  # (changed, error)
-
-    def remove(self) -> tuple[bool, str | None]: ...
-
-
-@dataclass
-class Status:
-    """What /healthz, /readyz and the demo read; written only by the loop thread."""
-
-    started: float
-    last_iteration: float
-    api_reachable: bool = False
-    api_fallback: bool = False
-    api_server: str = ""
-    api_error: str | None = None
-    applied: LBConfig | None = None
-    last_apply: float | None = None
-    config_error: str | None = None
-    template_error: str | None = None
-    reload_pending: bool = False
-    reload_error: str | None = None
-    healthy: bool = False
-    steering_active: bool = False
-    steering_error: str | None = None
-    stats_error: str | None = None
-    servers: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
+from monitor.status import Stage, Status
 
 
 def backend_diff(old: Sequence[Backend], new: Sequence[Backend]) -> dict[str, list[str]]:
@@ -58,59 +28,147 @@ def backend_diff(old: Sequence[Backend], new: Sequence[Backend]) -> dict[str, li
     return {"added": sorted(after - before), "removed": sorted(before - after)}
 
 
+def desired_config(
+    objects: Sequence[Mapping[str, Any]], settings: Settings, *, local: Sequence[discovery.IPInterface]
+) -> tuple[LBConfig, tuple[str, ...]]:
+    """The LB config the API objects call for, and discovery's warnings (``local``: this host's addresses)."""
+    s = settings
+    if s.source == "endpointslices":
+        found = discovery.backends_from_endpointslices(
+            objects, vips=s.api_vips, api_port=s.api_port, topology=s.control_plane_topology
+        )
+    else:
+        found = discovery.backends_from_nodes(
+            objects,
+            vips=s.api_vips,
+            api_port=s.api_port,
+            local_addresses=local,
+            topology=s.control_plane_topology,
+        )
+    config = discovery.lbconfig(
+        found.backends, vips=s.api_vips, api_port=s.api_port, lb_port=s.lb_port, stat_port=s.stat_port
+    )
+    return config, found.warnings
+
+
+class Report:
+    """What each outcome the loop sequences means for the status, the metrics and the log (one line per event)."""
+
+    def __init__(self, status: Status, *, cfg: Path, socket: Path) -> None:
+        self.status = status
+        self._cfg, self._socket = str(cfg), str(socket)
+        self._warnings: set[str] = set()
+        subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
+        self.log = {name: Log(name) for name in subsystems}
+
+    def discovered(self, warnings: Sequence[str]) -> None:
+        """Each discovery warning once, for as long as it holds."""
+        for warning in sorted(set(warnings) - self._warnings):
+            self.log["discovery"].warning(warning)
+        self._warnings = set(warnings)
+
+    def settled(self, previous: LBConfig | None, value: LBConfig) -> None:
+        diff = backend_diff(previous.backends if previous else (), value.backends)
+        self.log["settle"].info(
+            "backend set settled", backends=len(value.backends), added=diff["added"], removed=diff["removed"]
+        )
+
+    def template_loaded(self, error: str | None, template: TemplatePort) -> None:
+        if error is not None:
+            # The last good parse stays in use: backend changes still reach HAProxy meanwhile.
+            self.status.failed(Stage.LOAD, error)
+            return
+        self.status.recovered(Stage.LOAD)
+        self.log["render"].info("template loaded", template=str(template.path), language=template.language)
+
+    def applied(
+        self, config: LBConfig, result: ApplyResult, *, reason: str, seen: float | None, template_loaded: bool
+    ) -> None:
+        """``seen``: when discovery saw this backend set (for the latency); ``template_loaded``: the file parses."""
+        if result.render_error is not None:
+            self.status.failed(Stage.RENDER, result.render_error)
+        elif template_loaded:
+            self.status.recovered(Stage.RENDER)
+        if result.stage_failed is Stage.RENDER:
+            self.status.errors["config"] = result.error  # nothing to write: the config check says why
+            return
+        if result.stage_failed is not None:
+            self.status.failed(result.stage_failed, result.error or "")
+            return
+        assert result.applied_at is not None
+        self.status.config_applied(config, at=result.applied_at, written=result.written, seen=seen)
+        if result.unchanged:
+            self.log["write"].info("config unchanged; no reload", cfg=self._cfg, reason=reason)
+            return
+        self.log["write"].info("config written", cfg=self._cfg, reason=reason, backends=len(config.backends))
+        self.status.reload_pending = True
+        self.reload(result.reload)
+
+    def reload(self, result: ReloadResult | None) -> None:
+        if result is None:
+            return
+        if result.sent:
+            self.status.reloaded()
+            self.log["reload"].info("reload sent", socket=self._socket)
+        else:
+            self.status.failed(Stage.RELOAD, result.error or "reload failed")
+
+    def health(self, *, healthy: bool, flipped: bool, reason: str) -> None:
+        self.status.set_healthy(healthy)
+        if flipped:
+            self.log["health"].info("HAProxy healthy" if healthy else "HAProxy unhealthy", reason=reason)
+
+    def steering(self, result: SteeringResult, *, steer: bool, removed: str) -> None:
+        log = self.log["steering"]
+        if result.leftovers:  # the start-up sweep, once
+            log.info("removed rules left by earlier monitors", removed="; ".join(result.leftovers))
+        if result.warning:
+            log.warning(result.warning)
+        if result.error:
+            self.status.failed(Stage.STEERING, result.error)
+            return
+        self.status.recovered(Stage.STEERING)
+        self.status.set_steering(steer)
+        if result.changed:
+            log.info("rules installed" if steer else removed)
+
+
 class Monitor:
-    """Owns the decision state and executes actions in order: render, stage+validate+rename, reload, steer."""
+    """Owns the decision state and sequences the effects: settle, the apply pipeline, reload retries, steering."""
 
     def __init__(
         self,
         *,
         settings: Settings,
-        renderer: Renderer,
-        writer: ConfigWriter,
-        reloader: Reloader,
+        renderer: TemplatePort,
+        writer: ConfigWriterPort,
+        reloader: ReloaderPort,
         networks: Callable[[], Sequence[discovery.IPInterface]],
         metrics: Metrics | None = None,
         steering: SteeringPort | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
-        self.renderer = renderer
-        self.writer = writer
+        self.settings, self.networks, self.steering, self.clock = settings, networks, steering, clock
         self.reloader = reloader
-        self.networks = networks
         self.metrics = metrics or Metrics()
-        self.steering = steering
-        self.clock = clock
-        self.wall = wall
+        self.pipeline = Pipeline(template=renderer, writer=writer, reloader=reloader, clock=clock)
         self.queue: queue.Queue[Event] = queue.Queue()
-        self.settle: Settle[LBConfig] = Settle(quiet=settings.settle, max_wait=settings.settle_max)
+        # --once applies the first backend set at once: there is no later change to wait for.
+        quiet, max_wait = (0.0, 0.0) if settings.once else (settings.settle, settings.settle_max)
+        self.settle: Settle[LBConfig] = Settle(quiet=quiet, max_wait=max_wait)
         self.health = Hysteresis(on_after=settings.health_on, off_after=settings.health_off)
-        now = clock()
-        self.status = Status(started=now, last_iteration=now)
+        self.status = Status(
+            metrics=self.metrics,
+            clock=clock,
+            wall=wall,
+            check_interval=settings.check_interval,
+            steering=steering is not None,
+        )
+        self.report = Report(self.status, cfg=writer.cfg, socket=reloader.socket_path)
         self.stopped = threading.Event()
         self._desired: LBConfig | None = None
         self._objects: tuple[Any, ...] | None = None
-        self._warnings: set[str] = set()
-        self._log = {
-            name: Log(name)
-            for name in (
-                "discovery",
-                "settle",
-                "render",
-                "write",
-                "reload",
-                "health",
-                "steering",
-                "stats",
-                "loop",
-            )
-        }
-        self._config_errors = OnceLog(self._log["write"])
-        self._template_errors = OnceLog(self._log["render"])
-        self._reload_errors = OnceLog(self._log["reload"])
-        self._steering_errors = OnceLog(self._log["steering"])
-        self._template_ok = True
 
     # -- public -------------------------------------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -121,19 +179,10 @@ class Monitor:
         """Block until a Stop event (or ``until()`` is true); returns the exit code."""
         self._load_template()
         while not self.stopped.is_set():
-            timeout = self._wait_time()
-            try:
-                event: Event | None = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                event = None
-            while event is not None:
+            for event in self._drain():
                 self.handle(event)
                 if self.stopped.is_set():
                     return 0
-                try:
-                    event = self.queue.get_nowait()
-                except queue.Empty:
-                    event = None
             self.tick()
             if until is not None and until():
                 return 0
@@ -143,284 +192,88 @@ class Monitor:
         """Feed one observation into the decision state (and act when it calls for it)."""
         match event:
             case Objects():
-                self._on_objects(event)
+                self._objects = event.items
+                self.status.answered(server=event.server, fallback=event.fallback)
+                self._rediscover()
             case Connectivity():
-                self._on_connectivity(event)
+                self.status.connectivity(
+                    reachable=event.reachable, fallback=event.fallback, server=event.server, error=event.error
+                )
             case TemplateChanged():
                 self._load_template()
-                if self._template_ok and self._desired is not None:
-                    self._apply(self._desired, reason="template changed")
+                if self.pipeline.template_loaded and self._desired is not None:
+                    self._apply_config(self._desired, reason="template changed")
             case HealthObserved():
-                self._on_health(event)
+                flipped = self.health.observe(event.ok)
+                self.report.health(healthy=self.health.state, flipped=flipped, reason=event.reason)
+                if self.steering is not None:
+                    self._steer(self.health.state)
             case StatsObserved():
-                self._on_stats(event)
+                # The stats reader logs which source answers, or why none does; this only follows server states.
+                if event.error:
+                    self.status.failed(Stage.STATS, event.error)
+                else:
+                    self.status.servers_seen(event.servers)
             case Stop():
-                self._log["loop"].info("stopping", reason=event.reason)
+                self.report.log["loop"].info("stopping", reason=event.reason)
                 self.shutdown()
 
     def tick(self) -> None:
         """Act on whatever deadline has passed: a settled backend set, a pending reload retry."""
-        now = self.clock()
-        self.status.last_iteration = now
+        now = self.status.last_iteration = self.clock()
         seen = self.settle.pending_since()
         due, value = self.settle.take_due(now)
         if due and value is not None:
-            previous = self._desired
+            self.report.settled(self._desired, value)
             self._desired = value
-            diff = backend_diff(previous.backends if previous else (), value.backends)
-            self._log["settle"].info(
-                "backend set settled",
-                backends=len(value.backends),
-                added=diff["added"],
-                removed=diff["removed"],
-            )
-            self._apply(value, reason="backends changed", seen=seen)
-        self._deliver_reload()
+            self._apply_config(value, reason="backends changed", seen=seen)
+        self.report.reload(self.pipeline.deliver_reload())
 
     def shutdown(self) -> None:
         """Remove steering (traffic must not be sent to a HAProxy nobody watches) and stop."""
         if self.steering is not None:
             # Unconditional: rules may exist that this process never saw installed (a previous run's).
-            changed, error = self.steering.remove()
-            if error:
-                self._steering_errors.error(error)
-            elif changed:
-                self._log["steering"].info("steering rules removed on shutdown")
-            self.status.steering_active = False
+            self._steer(False, removed="steering rules removed on shutdown")
         self.stopped.set()
 
     # -- decisions ---------------------------------------------------------------------------------------------
-    def _wait_time(self) -> float:
+    def _drain(self) -> Iterator[Event]:
+        """The next event, waited for until the nearest deadline, then whatever else is queued already."""
         deadlines = [d for d in (self.settle.deadline(), self.reloader.deadline()) if d is not None]
         wait = self.settings.check_interval
         if deadlines:
             wait = min(wait, max(0.0, min(deadlines) - self.clock()))
-        return wait
-
-    def _on_connectivity(self, event: Connectivity) -> None:
-        log = self._log["discovery"]
-        s = self.status
-        changed = (s.api_reachable, s.api_fallback, s.api_error) != (
-            event.reachable,
-            event.fallback,
-            event.error,
-        )
-        s.api_reachable, s.api_fallback, s.api_server, s.api_error = (
-            event.reachable,
-            event.fallback,
-            event.server,
-            event.error,
-        )
-        self.metrics.fallback_active.set(1 if event.fallback else 0)
-        self.metrics.api_reachable.set(1 if event.reachable else 0)
-        if not changed:
+        try:
+            yield self.queue.get(timeout=wait)
+            while True:
+                yield self.queue.get_nowait()
+        except queue.Empty:
             return
-        if event.error:
-            log.error(event.error, server=event.server, fallback=event.fallback)
-        elif event.fallback:
-            log.warning("API read through the localhost fallback", server=event.server)
-        else:
-            log.info("API reachable", server=event.server)
-
-    def _on_objects(self, event: Objects) -> None:
-        self._objects = event.items
-        s = self.status
-        s.api_reachable, s.api_error = True, None  # objects arrived: whoever served them answered
-        if event.server:
-            s.api_server, s.api_fallback = event.server, event.fallback
-        self.metrics.api_reachable.set(1)
-        self.metrics.fallback_active.set(1 if s.api_fallback else 0)
-        self._rediscover()
 
     def _rediscover(self) -> None:
         if self._objects is None:
             return
-        s = self.settings
-        log = self._log["discovery"]
-        if s.source == "endpointslices":
-            found = discovery.backends_from_endpointslices(
-                self._objects, vips=s.api_vips, api_port=s.api_port, topology=s.control_plane_topology
-            )
-        else:
+        local: Sequence[discovery.IPInterface] = []
+        if self.settings.source == "nodes":
             try:
                 local = self.networks()
-            except (
-                Exception
-            ) as exc:  # the adapter's own error type; keep going as a host without the VIP's subnet
-                log.warning(f"cannot read local addresses: {exc}")
-                local = []
-            found = discovery.backends_from_nodes(
-                self._objects,
-                vips=s.api_vips,
-                api_port=s.api_port,
-                local_addresses=local,
-                topology=s.control_plane_topology,
-            )
-        warnings = set(found.warnings)
-        for warning in sorted(warnings - self._warnings):
-            log.warning(warning)
-        self._warnings = warnings
-        config = discovery.lbconfig(
-            found.backends, vips=s.api_vips, api_port=s.api_port, lb_port=s.lb_port, stat_port=s.stat_port
-        )
+            except Exception as exc:  # the adapter's own error type; go on as a host without the VIP's subnet
+                self.report.log["discovery"].warning(f"cannot read local addresses: {exc}")
+        config, warnings = desired_config(self._objects, self.settings, local=local)
+        self.report.discovered(warnings)
         self.settle.observe(config, self.clock())
 
     def _load_template(self) -> None:
-        try:
-            self.renderer.load()
-        except RenderError as exc:
-            # The last good parse stays in use: backend changes still reach HAProxy meanwhile.
-            self._template_ok = False
-            self.metrics.render_errors.inc()
-            self.status.template_error = str(exc)
-            self._template_errors.error(str(exc))
-            return
-        self._template_ok = True
-        self.status.template_error = None
-        self._template_errors.clear("template loads again")
-        self._log["render"].info(
-            "template loaded", template=str(self.renderer.path), language=self.renderer.language
+        self.report.template_loaded(self.pipeline.load_template(), self.pipeline.template)
+
+    def _apply_config(self, config: LBConfig, *, reason: str, seen: float | None = None) -> None:
+        result = self.pipeline.apply(config)
+        self.report.applied(
+            config, result, reason=reason, seen=seen, template_loaded=self.pipeline.template_loaded
         )
 
-    def _apply(self, config: LBConfig, *, reason: str, seen: float | None = None) -> None:
-        """Render, write and reload; ``seen`` is when discovery saw this backend set arrive (for the latency)."""
-        try:
-            text = self.renderer.render(config)
-        except RenderError as exc:
-            self.metrics.render_errors.inc()
-            self.status.template_error = str(exc)
-            self._template_errors.error(str(exc))
-            try:
-                fallback = self.renderer.render_last_good(config)
-            except RenderError:
-                fallback = None
-            if fallback is None:
-                self.status.config_error = str(exc)
-                return
-            text = fallback
-        else:
-            if self._template_ok:
-                self.status.template_error = None
-                self._template_errors.clear("template renders again")
-        try:
-            changed = self.writer.write(text, mode=self.renderer.mode)
-        except ValidationError as exc:
-            self.metrics.validation_errors.inc()
-            self.status.config_error = str(exc)
-            self._config_errors.error(str(exc))
-            return
-        except WriteError as exc:
-            self.metrics.write_errors.inc()
-            self.status.config_error = str(exc)
-            self._config_errors.error(str(exc))
-            return
-        self.status.config_error = None
-        self._config_errors.clear("config written again after earlier failure")
-        self.status.applied = config
-        written = self.status.last_apply = self.clock()
-        self.metrics.backends.set(len(config.backends))
-        self.metrics.last_apply.set(self.wall())
-        if changed:
-            self.metrics.applies.inc()
-            if seen is not None:
-                self.metrics.apply_latency.observe(written - seen)
-            self._log["write"].info(
-                "config written", cfg=str(self.writer.cfg), reason=reason, backends=len(config.backends)
-            )
-            self.reloader.request()
-            self.status.reload_pending = True
-            self._deliver_reload()
-        else:
-            self._log["write"].info("config unchanged; no reload", cfg=str(self.writer.cfg), reason=reason)
-
-    def _deliver_reload(self) -> None:
-        outcome = self.reloader.attempt()
-        if outcome is None:
-            return
-        if outcome:
-            self.metrics.reloads.inc()
-            self.status.reload_pending = False
-            self.status.reload_error = None
-            self._reload_errors.clear("reload socket accepts again")
-            self._log["reload"].info("reload sent", socket=str(self.reloader.socket_path))
-        else:
-            self.metrics.reload_failures.inc()
-            self.status.reload_error = self.reloader.last_error
-            self._reload_errors.error(self.reloader.last_error or "reload failed")
-
-    def _on_health(self, event: HealthObserved) -> None:
-        flipped = self.health.observe(event.ok)
-        self.status.healthy = self.health.state
-        self.metrics.healthy.set(1 if self.health.state else 0)
-        if flipped:
-            self._log["health"].info(
-                "HAProxy healthy" if self.health.state else "HAProxy unhealthy", reason=event.reason
-            )
-        self._steer()
-
-    def _steer(self) -> None:
+    def _steer(self, steer: bool, *, removed: str = "rules removed") -> None:
         """Re-checked every cycle: rules present exactly while healthy (repairs external deletions)."""
-        if self.steering is None:
-            return
-        want = self.health.state
-        changed, error = self.steering.ensure() if want else self.steering.remove()
-        if error:
-            self.metrics.steering_errors.inc()
-            self.status.steering_error = error
-            self._steering_errors.error(error)
-            return
-        self.status.steering_error = None
-        self._steering_errors.clear("nftables works again")
-        self.status.steering_active = want
-        self.metrics.steering_active.set(1 if want else 0)
-        if changed:
-            self._log["steering"].info("rules installed" if want else "rules removed")
-
-    def _on_stats(self, event: StatsObserved) -> None:
-        # The stats reader logs which source answers, or why none does; this only follows server states.
-        if event.error:
-            self.status.stats_error = event.error
-            return
-        self.status.stats_error = None
-        previous = self.status.servers
-        current = {(p, s): (st, chk, scur) for p, s, st, chk, scur in event.servers}
-        self._log["stats"].debug("stats read", states=sorted(f"{k[1]}={v[0]}" for k, v in current.items()))
-        for key, (state, check, _scur) in current.items():
-            old = previous.get(key)
-            if old is not None and old[0] != state:
-                self._log["stats"].info(
-                    "server state changed", proxy=key[0], server=key[1], old=old[0], new=state, check=check
-                )
-        self.status.servers = current
-
-    # -- probes ----------------------------------------------------------------------------------------------
-    def healthz(self) -> tuple[bool, dict[str, object]]:
-        age = self.clock() - self.status.last_iteration
-        limit = max(3 * self.settings.check_interval, 10.0)
-        return age <= limit, {"loop_last_iteration_age_seconds": round(age, 3), "limit_seconds": limit}
-
-    def readyz(self) -> tuple[bool, dict[str, object]]:
-        s = self.status
-        checks: dict[str, object] = {
-            "api": "ok" if s.api_reachable else (s.api_error or "no answer from the API yet"),
-            "api_server": s.api_server,
-            "api_fallback": s.api_fallback,
-            "config": "ok"
-            if s.applied is not None and s.config_error is None
-            else (s.config_error or "no config rendered yet"),
-            "template": s.template_error or "ok",
-            "reload": "ok" if not s.reload_pending else (s.reload_error or "reload pending"),
-            "healthy": s.healthy,
-            "steering": ("off" if self.steering is None else ("active" if s.steering_active else "inactive"))
-            if s.steering_error is None
-            else s.steering_error,
-        }
-        ready = (
-            s.api_reachable
-            and s.applied is not None
-            and s.config_error is None
-            and s.template_error is None
-            and not s.reload_pending
-            and s.steering_error is None
-        )
-        return ready, checks
+        assert self.steering is not None
+        result = self.steering.ensure() if steer else self.steering.remove()
+        self.report.steering(result, steer=steer, removed=removed)

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from monitor import __version__
 
 if TYPE_CHECKING:
-    from monitor.adapters.haproxy import ServerStat
+    from monitor.model import ServerState
 
 PREFIX = "haproxy_monitor"
 # Backend change seen → config written: the settle window (1.5 s by default, 10 s at most) plus render and write.
@@ -24,7 +24,7 @@ APPLY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15
 class ServerStatusCollector(Collector):
     """Per-server status read from HAProxy at scrape time (``read`` has its own deadline and size cap)."""
 
-    def __init__(self, read: Callable[[], Sequence[ServerStat]]) -> None:
+    def __init__(self, read: Callable[[], Sequence[ServerState]]) -> None:
         self._read = read
 
     def _families(self) -> tuple[GaugeMetricFamily, ...]:
@@ -65,12 +65,10 @@ class ServerStatusCollector(Collector):
             rows = None
         duration.add_metric([], time.monotonic() - start)
         stats_up.add_metric([], 0.0 if rows is None else 1.0)
-        for row in rows or ():
-            if not row.is_server:
-                continue
-            up.add_metric([row.proxy, row.server], 1.0 if row.is_up else 0.0)
-            status.add_metric([row.proxy, row.server, row.status, row.check_status], 1.0)
-            sessions.add_metric([row.proxy, row.server], float(row.current_sessions))
+        for server in rows or ():
+            up.add_metric([server.proxy, server.server], 1.0 if server.is_up else 0.0)
+            status.add_metric([server.proxy, server.server, server.status, server.check_status], 1.0)
+            sessions.add_metric([server.proxy, server.server], float(server.sessions))
         return (up, status, sessions, stats_up, duration)
 
 
@@ -157,6 +155,6 @@ class Metrics:
             )
         )
 
-    def server_status(self, read: Callable[[], Sequence[ServerStat]]) -> None:
+    def server_status(self, read: Callable[[], Sequence[ServerState]]) -> None:
         """Export per-server status; ``read`` is called on every scrape and may raise (exported as stats_up 0)."""
         self.registry.register(ServerStatusCollector(read))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from monitor.adapters.haproxy import read_stats_page
+from monitor.adapters.stats import read_stats_page
 from monitor.statsconfig import stats_endpoints
 from monitor.testbed.apiserver import KubeSim
 from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, free_port

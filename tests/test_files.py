@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.files import ConfigWriter, ValidationError, WriteError
+from monitor.adapters.config_writer import ConfigWriter, ValidationError, WriteError
 
 GOOD = "global\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n"
 GOOD2 = GOOD + "listen x\n  bind 127.0.0.1:1\n  server a 127.0.0.1:2\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.haproxy import (
+from monitor.adapters.stats import (
     StatKind,
     StatsParseError,
     StatsSocketError,

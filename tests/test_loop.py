@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.files import ConfigWriter
+from monitor.adapters.config_writer import ConfigWriter
 from monitor.adapters.reloader import Reloader
 from monitor.events import Connectivity, Objects, StatsObserved, Stop, TemplateChanged
 from monitor.loop import Monitor
+from monitor.model import ServerState
 from monitor.render import Renderer
 from monitor.settings import Settings
 from tests.test_reloader import Clock, LineServer
@@ -73,7 +74,7 @@ def test_the_first_backend_set_is_written_validated_and_reloaded(world):
     server.close()
     server.thread.join(2)
     assert server.received == [b"reload\n"]
-    ready, checks = world.monitor.readyz()
+    ready, checks = world.monitor.status.readyz()
     assert ready, checks
 
 
@@ -127,12 +128,12 @@ def test_a_broken_template_edit_is_logged_once_and_the_last_good_template_stays_
     assert "{% for %}" not in world.cfg.read_text()
     errors = [r for r in caplog.records if "template syntax error" in r.getMessage()]
     assert len(errors) == 1, [r.getMessage() for r in caplog.records]
-    assert m.readyz()[0] is False
+    assert m.status.readyz()[0] is False
     fixed = (REPO / "templates" / "haproxy.cfg.j2").read_text().replace("weight 1", "weight 2")
     world.template.write_text(fixed)
     m.handle(TemplateChanged())
     assert "weight 2" in world.cfg.read_text(), "the fixed template is rendered at once"
-    assert m.readyz()[0] is True, m.readyz()[1]
+    assert m.status.readyz()[0] is True, m.status.readyz()[1]
 
 
 def test_a_template_that_haproxy_rejects_never_replaces_the_live_config(world):
@@ -154,7 +155,7 @@ def test_a_missing_reload_socket_keeps_the_loop_running_and_delivers_when_it_app
     m.tick()
     assert servers(world.cfg) == ["m0", "m1", "m2"]
     assert m.status.reload_pending and "socket missing" in (m.status.reload_error or "")
-    assert m.readyz()[0] is False
+    assert m.status.readyz()[0] is False
     for _ in range(3):
         world.clock.now = m.reloader.deadline() or world.clock.now
         m.tick()
@@ -176,7 +177,7 @@ def test_an_unreachable_api_keeps_the_last_config_and_reports_not_ready(world):
     m.handle(Connectivity(reachable=False, fallback=False, server="https://api:6443", error="api: refused"))
     m.tick()
     assert world.cfg.read_bytes() == good
-    ready, checks = m.readyz()
+    ready, checks = m.status.readyz()
     assert not ready and checks["api"] == "api: refused"
 
 
@@ -190,8 +191,15 @@ def test_a_stop_event_ends_the_loop(world):
 def test_a_server_changing_state_in_haproxy_is_logged_once_per_change(world, caplog):
     caplog.set_level(logging.INFO, logger="monitor")
     m = world.monitor
-    up = StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0), ("masters", "m2", "UP", "L7OK", 3)))
-    down = StatsObserved(servers=(("masters", "m1", "DOWN", "L7STS", 0), ("masters", "m2", "UP", "L7OK", 1)))
+    up = StatsObserved(
+        servers=(ServerState("masters", "m1", "UP", "L7OK", 0), ServerState("masters", "m2", "UP", "L7OK", 3))
+    )
+    down = StatsObserved(
+        servers=(
+            ServerState("masters", "m1", "DOWN", "L7STS", 0),
+            ServerState("masters", "m2", "UP", "L7OK", 1),
+        )
+    )
     for event in (up, up, down, down, down):
         m.handle(event)
     changes = [r for r in caplog.records if r.getMessage() == "server state changed"]
@@ -203,7 +211,7 @@ def test_a_server_changing_state_in_haproxy_is_logged_once_per_change(world, cap
         "new": "DOWN",
         "check": "L7STS",
     }
-    assert m.status.servers[("masters", "m2")] == ("UP", "L7OK", 1)
+    assert m.status.servers[("masters", "m2")] == ServerState("masters", "m2", "UP", "L7OK", 1)
 
 
 def test_an_unreadable_stats_source_is_kept_in_status_and_left_to_the_reader_to_log(world, caplog):
@@ -212,7 +220,7 @@ def test_an_unreadable_stats_source_is_kept_in_status_and_left_to_the_reader_to_
     for _ in range(3):
         m.handle(StatsObserved(error="stats socket /x: No such file or directory"))
     assert m.status.stats_error == "stats socket /x: No such file or directory"
-    m.handle(StatsObserved(servers=(("masters", "m1", "UP", "L7OK", 0),)))
+    m.handle(StatsObserved(servers=(ServerState("masters", "m1", "UP", "L7OK", 0),)))
     assert m.status.stats_error is None
     assert caplog.records == [], "the stats reader says once which source it uses or why none answers"
 
@@ -265,11 +273,11 @@ def test_a_template_that_parses_but_fails_to_render_does_not_freeze_the_backend_
     m.tick()
     assert servers(world.cfg) == ["m0", "m7"], "the last template that rendered keeps HAProxy current"
     assert "NoSuchField" not in world.cfg.read_text()
-    ready, checks = m.readyz()
+    ready, checks = m.status.readyz()
     assert not ready and "NoSuchField" in str(checks["template"])
     assert len([r for r in caplog.records if "NoSuchField" in r.getMessage()]) == 1
     world.template.write_text((REPO / "templates" / "haproxy.cfg.j2").read_text())
     m.handle(TemplateChanged())
-    assert m.readyz()[0] is True
+    assert m.status.readyz()[0] is True
     server.close()
     assert server.received.count(b"reload\n") == 3

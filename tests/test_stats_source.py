@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.haproxy import (
+from monitor.adapters.httpserver import StatusServer
+from monitor.adapters.stats import (
     SCRAPE_TIMEOUT,
     StatsPageError,
     StatsSocketError,
@@ -22,7 +23,6 @@ from monitor.adapters.haproxy import (
     read_stats,
     read_stats_page,
 )
-from monitor.adapters.httpserver import StatusServer
 from monitor.metrics import Metrics
 from monitor.statsconfig import page_from_url
 from monitor.testbed.haproxy import FakeApiServer, HaproxyLab
@@ -217,7 +217,7 @@ def test_a_scrape_answers_within_the_read_deadline_when_haproxy_misbehaves(tmp_p
     with FakeHTTP(mode).running() as fake:
         source = StatsSource(cfg=tmp_path / "unused.cfg", url=f"http://127.0.0.1:{fake.port}/haproxy_stats")
         metrics = Metrics()
-        metrics.server_status(lambda: source.read(timeout=SCRAPE_TIMEOUT))
+        metrics.server_status(lambda: source.server_states(timeout=SCRAPE_TIMEOUT))
         server = StatusServer(
             listen="127.0.0.1:0",
             healthz=lambda: (True, {}),

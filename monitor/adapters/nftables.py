@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from monitor.ports import SteeringResult
 from monitor.steering.listing import (
     Listing,
     RulesetError,
@@ -18,21 +18,6 @@ from monitor.steering.listing import (
 )
 from monitor.steering.plan import plan, sweep_tables
 from monitor.steering.rules import FAMILIES, Family, SteeringSpec, desired_rules, vip_families
-
-
-@dataclass(frozen=True)
-class SteeringResult:
-    """Outcome of one ensure/remove: did nft change anything, a one-line error, our rule count after.
-
-    ``leftovers`` names what the start-up sweep removed (rules earlier monitors left behind);
-    ``warning`` says why part of the sweep could not run (it does not stop steering).
-    """
-
-    changed: bool
-    error: str | None
-    rules: int
-    leftovers: tuple[str, ...] = ()
-    warning: str | None = None
 
 
 class _NftError(Exception):
@@ -164,7 +149,8 @@ class NftSteering:
             )
         return found, warning
 
-    def _apply(self, script: str) -> None:
+    def _run_transaction(self, script: str) -> None:
+        """Apply a plan's script as one ``nft -f -`` transaction: all of it or nothing."""
         done = self._run("-f", "-", stdin=script)
         if done.returncode != 0:
             raise _NftError(
@@ -177,7 +163,7 @@ class NftSteering:
         comments, warning = self._iptables_comments(listing) if sweep else ({}, None)
         result = plan(listing, self._spec, steer=steer, sweep=sweep, iptables_comments=comments)
         if result.script is not None:
-            self._apply(result.script)
+            self._run_transaction(result.script)
         self._swept = True
         if result.script is None:
             rules = sum(len(our_rules(listing, self._spec, f)) for f in self._families)

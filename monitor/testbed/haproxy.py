@@ -23,8 +23,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from haproxy_reload_handler.processes import child_pids
-from monitor.adapters.files import ConfigWriter
-from monitor.adapters.haproxy import ServerStat, StatsParseError, read_stats
+from monitor.adapters.config_writer import ConfigWriter
+from monitor.adapters.stats import ServerStat, StatsParseError, read_stats
 from monitor.model import Backend, LBConfig
 from monitor.render import Renderer
 from monitor.testbed import pki

@@ -1,4 +1,4 @@
-"""HAProxy's statistics as typed rows: ``show stat`` on the admin socket or the stats page's CSV, and which to use."""
+"""Reads HAProxy's statistics, nothing else: ``show stat`` on the admin socket or the stats page's CSV, as rows."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.logs import Log
+from monitor.model import ServerState
 from monitor.statsconfig import StatsPage, page_from_url, stats_endpoints
 
 # A scrape must not hang on HAProxy: one deadline for the whole read, and a cap on what we accept (a few
@@ -91,6 +92,10 @@ class ServerStat:
     def is_up(self) -> bool:
         """UP, including transitional "UP 1/3" states (HAProxy still sends traffic); also OPEN frontends."""
         return self.status.startswith("UP") or self.status == "OPEN" or self.status == "no check"
+
+    def state(self) -> ServerState:
+        """What the loop and /metrics follow of a server row."""
+        return ServerState(self.proxy, self.server, self.status, self.check_status, self.current_sessions)
 
 
 def _int(row: dict[str, str], name: str, *, line: int) -> int | None:
@@ -379,6 +384,10 @@ class StatsSource:
         reason = "; ".join(failed)
         self._report(None, reason, permanent=permanent)
         raise StatsUnavailable(reason)
+
+    def server_states(self, *, timeout: float = SCRAPE_TIMEOUT) -> list[ServerState]:
+        """The servers' rows of :meth:`read` (no frontend/backend aggregates), as the loop and /metrics use them."""
+        return [row.state() for row in self.read(timeout=timeout) if row.is_server]
 
     def _report(self, used: _Candidate | None, detail: str, *, permanent: bool = False) -> None:
         """Log the source in use, or why there is none, once per change (the password is never in it)."""

@@ -1,4 +1,4 @@
-"""The live haproxy.cfg: staged write in the same directory, validation by HAProxy, fsync, atomic rename."""
+"""The config writer: the live haproxy.cfg replaced by a staged file HAProxy validated, fsynced, renamed atomically."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+# The errors belong to the port (the loop's pipeline catches them); raised here, and importable from here.
+from monitor.ports import ValidationError, WriteError
 
-class WriteError(Exception):
-    """The new configuration did not replace the live one; the message is one line naming the file."""
-
-
-class ValidationError(WriteError):
-    """HAProxy rejected the rendered configuration."""
+__all__ = ["ConfigWriter", "ValidationError", "WriteError", "find_haproxy"]
 
 
 def find_haproxy(explicit: str | None) -> str | None:

@@ -1,0 +1,121 @@
+"""The apply step as one pipeline of named stages, render → validate → write → reload, that returns what happened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from monitor.model import LBConfig
+from monitor.ports import ConfigWriterPort, ReloaderPort, TemplatePort, ValidationError, WriteError
+from monitor.render import RenderError
+from monitor.status import Stage
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """One attempt to deliver a pending reload; a failed one stays pending and is retried with backoff."""
+
+    sent: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one pass of the pipeline did; the loop decides what to log and count from it.
+
+    ``text`` is what was written, or would have been had validation or the write not failed. ``render_error``
+    says the current template failed to render: ``text`` then came from the last template that rendered.
+    """
+
+    stage_failed: Stage | None = None  # the stage that stopped the pipeline (a failed reload does not)
+    error: str | None = None
+    text: str | None = None
+    written: bool = False  # the live file was replaced
+    applied_at: float | None = (
+        None  # when the live file was confirmed to hold ``text`` (written or identical)
+    )
+    render_error: str | None = None
+    reload: ReloadResult | None = None  # the first delivery attempt after a write
+
+    @property
+    def used_last_good_template(self) -> bool:
+        return self.render_error is not None and self.text is not None
+
+    @property
+    def unchanged(self) -> bool:
+        """The live file already held these bytes: nothing written, nothing to reload."""
+        return self.stage_failed is None and not self.written
+
+
+class Pipeline:
+    """Renders the config, installs it through the writer (stage, ``haproxy -c``, rename), then reloads HAProxy.
+
+    Like confd's ``process()``/``sync()``: validation runs on the staged file before the live one changes, and
+    identical bytes stop the pipeline before the write (no write, no reload).
+    """
+
+    def __init__(
+        self,
+        *,
+        template: TemplatePort,
+        writer: ConfigWriterPort,
+        reloader: ReloaderPort,
+        clock: Callable[[], float],
+    ) -> None:
+        self.template = template
+        self.writer = writer
+        self.reloader = reloader
+        self._clock = clock
+        self.template_loaded = (
+            True  # False while the template on disk cannot be parsed (the previous is used)
+        )
+
+    def load_template(self) -> str | None:
+        """Parse the template file again; the error, or None. On an error the previous parse stays in use."""
+        try:
+            self.template.load()
+        except RenderError as exc:
+            self.template_loaded = False
+            return str(exc)
+        self.template_loaded = True
+        return None
+
+    def apply(self, config: LBConfig) -> ApplyResult:
+        text, render_error = self._render(config)
+        if text is None:
+            return ApplyResult(stage_failed=Stage.RENDER, error=render_error, render_error=render_error)
+        try:
+            written = self.writer.write(text, mode=self.template.mode)
+        except ValidationError as exc:
+            return ApplyResult(
+                stage_failed=Stage.VALIDATE, error=str(exc), text=text, render_error=render_error
+            )
+        except WriteError as exc:
+            return ApplyResult(stage_failed=Stage.WRITE, error=str(exc), text=text, render_error=render_error)
+        applied_at = self._clock()
+        reload = None
+        if written:
+            self.reloader.request()
+            reload = self.deliver_reload()
+        return ApplyResult(
+            text=text, written=written, applied_at=applied_at, render_error=render_error, reload=reload
+        )
+
+    def deliver_reload(self) -> ReloadResult | None:
+        """Send a pending reload when it is due; None when there is none or its retry is not due yet."""
+        sent = self.reloader.attempt()
+        if sent is None:
+            return None
+        return ReloadResult(sent=sent, error=None if sent else (self.reloader.last_error or "reload failed"))
+
+    def _render(self, config: LBConfig) -> tuple[str | None, str | None]:
+        """The config text and the current template's render error (the text then comes from the last good one)."""
+        try:
+            return self.template.render(config), None
+        except RenderError as exc:
+            error = str(exc)
+        # A template edit that parses but fails to render must not freeze the backend list.
+        try:
+            return self.template.render_last_good(config), error
+        except RenderError:
+            return None, error
