@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -164,3 +165,11 @@ def test_help_does_not_print_a_stats_password_taken_from_the_environment():
     env = dict(os.environ, MONITOR_STATS_URL="http://admin:hunter2@127.0.0.1:1/stats")
     proc = run_cli("--help", env=env)
     assert proc.returncode == 0 and "--stats-url" in proc.stdout and "hunter2" not in proc.stdout
+
+
+def test_a_bad_choice_in_the_environment_names_the_variable_and_the_choices():
+    env = dict(os.environ, MONITOR_SOURCE="endpoints")
+    proc = run_cli("k", "t", "c", "--api-vips", "192.0.2.1", env=env)
+    assert proc.returncode == 2
+    assert "MONITOR_SOURCE='endpoints': choose from nodes, endpointslices" in proc.stderr
+
