@@ -3,251 +3,185 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from monitor.settings import Settings, format_duration, parse_duration, parse_vips
-from monitor.statsconfig import page_from_url, redact_url
+from monitor.settings import Option, Settings
 
 ENV_PREFIX = "MONITOR_"
-SUBCOMMANDS = ("render", "demo", "probe")
+REQUIRED = "(required)"
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
-def _env_name(option: str) -> str:
-    return ENV_PREFIX + option.lstrip("-").upper().replace("-", "_")
+@dataclass(frozen=True)
+class _Declared:
+    """One Settings field and its option, with what the CLI derives from them."""
+
+    field: dataclasses.Field[Any]
+    option: Option
+    choices: tuple[str, ...] | None  # from a Literal type
+
+    @property
+    def flag(self) -> str:
+        return self.option.flag or "--" + self.field.name.replace("_", "-")
+
+    @property
+    def switch(self) -> bool:
+        return isinstance(self.field.default, bool)
+
+    @property
+    def required(self) -> bool:
+        return self.field.default is dataclasses.MISSING
+
+    @property
+    def documented_default(self) -> str:
+        """The default as ``--help`` states it (and so the README's options table)."""
+        if self.required:
+            return REQUIRED
+        if self.option.default_text or self.switch:
+            return self.option.default_text
+        return self.option.show(self.field.default) if self.field.default not in (None, "") else ""
 
 
-def _duration(text: str) -> float:
+def _declared() -> list[_Declared]:
+    hints = typing.get_type_hints(Settings)
+    out = []
+    for f in dataclasses.fields(Settings):
+        choices = [
+            a
+            for t in _union_args(hints[f.name])
+            if typing.get_origin(t) is Literal
+            for a in typing.get_args(t)
+        ]
+        out.append(_Declared(f, f.metadata["option"], tuple(choices) or None))
+    return out
+
+
+def _union_args(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` with its ValueError as argparse's usage error, whose text argparse prints."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _from_env(parser: argparse.ArgumentParser, env: str, d: _Declared) -> Any:
+    """The value MONITOR_* gives (for a switch: whether it is turned on), or a usage error naming it."""
+    raw = os.environ[env]
+    if d.switch:
+        if raw.strip().lower() not in (*_TRUE, *_FALSE):
+            parser.error(f"{env}={raw!r}: use true or false")
+        return raw.strip().lower() in _TRUE
+    if d.choices and not raw:
+        return d.field.default  # set but empty: as if unset
+    if d.choices and raw not in d.choices:
+        parser.error(f"{env}={raw!r}: choose from {', '.join(d.choices)}")
     try:
-        return parse_duration(text)
+        return d.option.parse(raw)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        parser.error(f"{env}={raw!r}: {exc}")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
-    return value
+def _shown(d: _Declared, given: Any) -> str:
+    """A value from the environment as --help shows it (never a stats password)."""
+    if d.switch:
+        return "True" if given else ""
+    return "" if given in (None, "", ()) else d.option.show(given)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _add(parser: argparse.ArgumentParser, d: _Declared, flag: str) -> None:
+    """Add one flag, alias or positional, whose default comes from its MONITOR_* variable, else from Settings."""
+    env = _env_name(flag)
+    alias = flag != d.flag  # collects apart; settings_from_args adds its values to the option's
+    if env in os.environ:
+        given = _from_env(parser, env, d)
+        default = d.field.default != given if d.switch else given
+        shown = _shown(d, given)
+    else:
+        default = () if alias else None if d.required else d.field.default
+        shown = "" if alias else d.documented_default
+    suffix = "; required" if shown == REQUIRED else f"; default {shown}" if shown else ""
+    help = f"{d.option.alias_help if alias else d.option.help} [env {env}{suffix}]"
+    if d.option.positional:
+        parser.add_argument(
+            d.field.name, nargs="?", type=_arg_type(d.option.parse), default=default, help=help
+        )
+    elif d.switch:
+        parser.add_argument(
+            flag,
+            dest=d.field.name,
+            action="store_const",
+            const=not d.field.default,
+            default=default,
+            help=help,
+        )
+    else:
+        parser.add_argument(
+            flag,
+            dest=_dest(flag),
+            type=_arg_type(d.option.parse),
+            choices=d.choices,
+            default=default,
+            help=help,
+        )
 
 
-def _vips(text: str) -> tuple[str, ...]:
-    try:
-        return parse_vips(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _stats_url(text: str) -> str:
-    if not text:
-        return text  # empty: found in the rendered config
-    try:
-        page_from_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that takes each option's default from its MONITOR_* environment variable."""
-
-    def add_option(self, *flags: str, help: str, **kwargs: Any) -> None:
-        env = _env_name(flags[0])
-        if env in os.environ and kwargs.get("action") not in ("store_true", "store_false"):
-            raw = os.environ[env]
-            convert: Callable[[str], Any] = kwargs.get("type", str)
-            try:
-                kwargs["default"] = convert(raw)
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                self.error(f"{env}={raw!r}: {exc}")
-        elif env in os.environ:
-            raw = os.environ[env].strip().lower()
-            if raw not in ("1", "true", "yes", "0", "false", "no", ""):
-                self.error(f"{env}={os.environ[env]!r}: use true or false")
-            kwargs["default"] = raw in ("1", "true", "yes")
-        shown = kwargs.get("default")
-        if isinstance(shown, str):
-            shown = redact_url(shown)  # --help must not print a password taken from the environment
-        if isinstance(shown, float) and kwargs.get("type") is _duration:
-            shown = format_duration(shown)
-        suffix = f" [env {env}" + (f"; default {shown}]" if shown not in (None, False, "") else "]")
-        self.add_argument(*flags, help=help + suffix, **kwargs)
-
-
-def build_parser() -> _Parser:
-    p = _Parser(
+def build_parser() -> argparse.ArgumentParser:
+    """The main job's parser: one argument per Settings field, each defaulting to its MONITOR_* variable."""
+    p = argparse.ArgumentParser(
         prog="monitor",
         description="Keep HAProxy's API-server backends equal to the live control plane: watch, render, "
         "validate, write atomically, reload. Also: 'monitor render', 'monitor probe', 'monitor demo'.",
         formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=34, width=120),
     )
-    p.add_argument(
-        "kubeconfig", nargs="?", type=Path, help="kubeconfig used to reach the API [env MONITOR_KUBECONFIG]"
-    )
-    p.add_argument(
-        "template", nargs="?", type=Path, help="haproxy.cfg template: .tmpl Go text/template, else Jinja2"
-    )
-    p.add_argument("cfg", nargs="?", type=Path, help="haproxy.cfg to keep up to date [env MONITOR_CFG]")
-    p.add_option(
-        "--api-vips", type=_vips, default=(), help="API VIPs, comma-separated; the first picks the family"
-    )
-    p.add_option("--api-vip", type=_vips, default=(), help="deprecated single API VIP (added to --api-vips)")
-    p.add_option("--api-port", type=_port, default=Settings.api_port, help="port of each kube-apiserver")
-    p.add_option(
-        "--lb-port", type=_port, default=Settings.lb_port, help="port HAProxy listens on for API traffic"
-    )
-    p.add_option(
-        "--stat-port", type=_port, default=Settings.stat_port, help="HAProxy stats page port (localhost)"
-    )
-    p.add_option(
-        "--check-interval",
-        type=_duration,
-        default=Settings.check_interval,
-        help="health/steering cycle (Go duration)",
-    )
-    p.add_option(
-        "--reload-socket",
-        type=Path,
-        default=Settings.reload_socket,
-        help="unix socket of HAProxy's reload handler",
-    )
-    p.add_option(
-        "--settle",
-        type=_duration,
-        default=Settings.settle,
-        help="apply a backend change once unchanged this long",
-    )
-    p.add_option(
-        "--settle-max",
-        type=_duration,
-        default=Settings.settle_max,
-        help="apply anyway after this long of constant change",
-    )
-    p.add_option(
-        "--haproxy-bin", default=None, help="HAProxy binary to validate with (default: haproxy on PATH)"
-    )
-    p.add_option(
-        "--source",
-        choices=("nodes", "endpointslices"),
-        default="nodes",
-        help="where API servers are read from",
-    )
-    p.add_option("--node-selector", default=Settings.node_selector, help="label selector of API nodes")
-    p.add_option(
-        "--fallback-server", default=Settings.fallback_server, help="API URL used when the primary fails"
-    )
-    p.add_option(
-        "--template-language", choices=("go", "jinja2"), default=None, help="override the template language"
-    )
-    p.add_option(
-        "--control-plane-topology",
-        default="",
-        help="HighlyAvailableArbiter/DualReplica add a placeholder backend",
-    )
-    p.add_option("--log-format", choices=("text", "json"), default="text", help="log line format")
-    p.add_option(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info", help="log level"
-    )
-    p.add_option("--once", action="store_true", default=False, help="render, reload if needed, and exit")
-    p.add_option(
-        "--health-url",
-        default=Settings.health_url,
-        help="HAProxy health URL polled each cycle",
-    )
-    p.add_option(
-        "--health-on",
-        type=_count,
-        default=Settings.health_on,
-        help="consecutive good checks before steering traffic",
-    )
-    p.add_option(
-        "--health-off",
-        type=_count,
-        default=Settings.health_off,
-        help="consecutive bad checks before removing steering",
-    )
-    p.add_option("--no-steering", action="store_true", default=False, help="never touch nftables")
-    p.add_option("--nft-bin", default=Settings.nft_bin, help="nft binary for steering rules")
-    p.add_option(
-        "--stats-socket",
-        type=Path,
-        default=Settings.stats_socket,
-        help="HAProxy admin socket for per-server status (default: found in the rendered config)",
-    )
-    p.add_option(
-        "--stats-url",
-        type=_stats_url,
-        default=Settings.stats_url,
-        help="stats page http://[USER:PASS@]HOST:PORT/URI (default: found in the rendered config)",
-    )
-    p.add_option(
-        "--listen", default=Settings.listen, help="HOST:PORT of /healthz /readyz /metrics ('' = off)"
-    )
+    for d in _declared():
+        _add(p, d, d.flag)
+        if d.option.alias:
+            _add(p, d, d.option.alias)
     return p
 
 
 def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
-    def positional(name: str) -> Path:
-        value = getattr(args, name) or (
-            Path(os.environ[_env_name(name)]) if _env_name(name) in os.environ else None
-        )
-        if value is None:
-            parser.error(f"missing {name.upper()} (positional argument or {_env_name(name)})")
-        return Path(value)
-
-    vips = tuple(dict.fromkeys((*args.api_vips, *args.api_vip)))
-    if not vips:
-        parser.error("--api-vips is required (or MONITOR_API_VIPS)")
-    if args.settle_max < args.settle:
-        parser.error("--settle-max must not be shorter than --settle")
-    if args.check_interval <= 0:
-        parser.error("--check-interval must be positive")
-    return Settings(
-        kubeconfig=positional("kubeconfig"),
-        template=positional("template"),
-        cfg=positional("cfg"),
-        api_vips=vips,
-        api_port=args.api_port,
-        lb_port=args.lb_port,
-        stat_port=args.stat_port,
-        check_interval=args.check_interval,
-        reload_socket=args.reload_socket,
-        settle=args.settle,
-        settle_max=args.settle_max,
-        haproxy_bin=args.haproxy_bin,
-        source=args.source,
-        node_selector=args.node_selector,
-        fallback_server=args.fallback_server,
-        template_language=args.template_language,
-        control_plane_topology=args.control_plane_topology,
-        log_format=args.log_format,
-        once=args.once,
-        health_url=args.health_url,
-        health_on=args.health_on,
-        health_off=args.health_off,
-        steering=not args.no_steering,
-        nft_bin=args.nft_bin,
-        stats_socket=args.stats_socket,
-        stats_url=args.stats_url or None,
-        listen=args.listen or None,
-    )
+    """Settings from the parsed arguments; a missing or inconsistent value is a usage error."""
+    values: dict[str, Any] = {}
+    for d in _declared():
+        value = getattr(args, d.field.name)
+        if d.option.alias:
+            value = tuple(dict.fromkeys((*(value or ()), *getattr(args, _dest(d.option.alias)))))
+        if d.required and not value:
+            env = _env_name(d.flag)
+            if d.option.positional:
+                parser.error(f"missing {d.field.name.upper()} (positional argument or {env})")
+            parser.error(f"{d.flag} is required (or {env})")
+        values[d.field.name] = value
+    try:
+        return Settings(**values)
+    except ValueError as exc:  # a check across fields, such as --settle-max against --settle
+        parser.error(str(exc))
 
 
 def render_main(argv: Sequence[str]) -> int:
@@ -308,5 +242,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     from monitor import logs
     from monitor.app import run
 
-    logs.setup(fmt=settings.log_format, level=args.log_level)
+    logs.setup(fmt=settings.log_format, level=settings.log_level)
     return run(settings)

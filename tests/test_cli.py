@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +167,54 @@ def test_help_does_not_print_a_stats_password_taken_from_the_environment():
     env = dict(os.environ, MONITOR_STATS_URL="http://admin:hunter2@127.0.0.1:1/stats")
     proc = run_cli("--help", env=env)
     assert proc.returncode == 0 and "--stats-url" in proc.stdout and "hunter2" not in proc.stdout
+
+
+def test_a_bad_choice_in_the_environment_names_the_variable_and_the_choices():
+    env = dict(os.environ, MONITOR_SOURCE="endpoints")
+    proc = run_cli("k", "t", "c", "--api-vips", "192.0.2.1", env=env)
+    assert proc.returncode == 2
+    assert "MONITOR_SOURCE='endpoints': choose from nodes, endpointslices" in proc.stderr
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_options_table() -> dict[str, str]:
+    """Flag → default column of the options table in the README's "Usage" section (backticks dropped)."""
+    usage = README.read_text(encoding="utf-8").split("\n## Usage\n", 1)[1]
+    section = re.split(r"\n##+ ", usage, maxsplit=1)[0]
+    table: dict[str, str] = {}
+    for line in section.splitlines():
+        row = re.match(r"\| `(--[a-z0-9-]+)[^`]*` \|([^|]*)\|", line)
+        if row:
+            assert row[1] not in table, f"{row[1]} has two rows in the README's options table"
+            table[row[1]] = row[2].replace("`", "").strip()
+    return table
+
+
+def help_defaults(monkeypatch) -> dict[str, str]:
+    """Flag → the default `monitor --help` states, "(required)" for a required one, as shipped (no MONITOR_*)."""
+    for name in list(os.environ):
+        if name.startswith("MONITOR_"):
+            monkeypatch.delenv(name)
+    shown: dict[str, str] = {}
+    for action in build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            end = re.search(r"\[env MONITOR_\w+(?:; (required|default (.+)))?\]$", action.help or "")
+            assert end, f"{action.option_strings[0]}: its help does not end in [env ...; default ...]"
+            shown[action.option_strings[0]] = "(required)" if end[1] == "required" else end[2] or ""
+    return shown
+
+
+def test_the_readme_options_table_lists_every_option_with_the_default_help_states(monkeypatch):
+    readme, shown = readme_options_table(), help_defaults(monkeypatch)
+    problems = [
+        f"{flag}: in `monitor --help` but not in the README's options table" for flag in shown.keys() - readme
+    ]
+    problems += [f"{flag}: in the README's options table but not an option" for flag in readme.keys() - shown]
+    problems += [
+        f"{flag}: the README's default column says {readme[flag]!r}, `monitor --help` says {shown[flag]!r}"
+        for flag in sorted(shown.keys() & readme.keys())
+        if readme[flag] != shown[flag]
+    ]
+    assert not problems, "README.md is out of step with the options:\n" + "\n".join(sorted(problems))
