@@ -60,12 +60,17 @@ def alive(pid: int) -> bool:
 def wait_single_master(lab: HaproxyLab, *, other_than: int | None = None, timeout: float = 10) -> int:
     """Wait until exactly one HAProxy master runs (and it is not ``other_than``); return its pid."""
 
+    seen: list[int] = []
+
     def single() -> bool:
         masters = lab.masters()
-        return len(masters) == 1 and masters[0] != other_than and lab.stats() != []
+        if len(masters) == 1 and masters[0] != other_than and lab.stats() != []:
+            seen[:] = masters
+            return True
+        return False
 
     lab.wait_until(single, timeout=timeout)
-    return lab.masters()[0]
+    return seen[0]  # asking again could race with the next change
 
 
 def hold_connection(lab: HaproxyLab, server: str) -> socket.socket:
@@ -307,13 +312,13 @@ def test_a_haproxy_that_dies_before_the_handler_looked_at_it_is_reported_as_dead
     tmp_path: Path, apis: list[FakeApiServer]
 ) -> None:
     # The busy machine's worst case made certain: the handler gets no CPU from the moment it starts HAProxy
-    # until HAProxy has forked its worker, served and been killed. The wrapper freezes it once, then
-    # becomes HAProxy (same pid, so the handler still sees its own child).
-    freeze_once = tmp_path / "freeze-once"
+    # until HAProxy has forked its worker, served and been killed. The wrapper freezes it while the flag
+    # exists, then becomes HAProxy (same pid); it runs shell builtins only, so it has no child that the
+    # handler could take for a worker.
+    freeze = tmp_path / "freeze-the-handler"
     wrapper = tmp_path / "haproxy"
     wrapper.write_text(
-        f'#!/bin/sh\nif rm "{freeze_once}" 2>/dev/null; then kill -STOP "$PPID"; fi\n'
-        'exec /usr/sbin/haproxy "$@"\n'
+        f'#!/bin/sh\nif [ -e "{freeze}" ]; then kill -STOP "$PPID"; fi\nexec /usr/sbin/haproxy "$@"\n'
     )
     wrapper.chmod(0o755)
     with HaproxyLab(workdir=tmp_path / "lab", template=TEMPLATE, haproxy=str(wrapper)) as lab:
@@ -323,13 +328,15 @@ def test_a_haproxy_that_dies_before_the_handler_looked_at_it_is_reported_as_dead
         assert handler is not None
         try:
             lab.write_config(lab.render([apis[0].backend("master-0")]))
-            freeze_once.touch()
+            freeze.touch()
             lab.reload()
             lab.wait_until(lambda: state(handler) == "T", timeout=10)
+            freeze.unlink()
             dead = wait_single_master(lab)
             os.kill(dead, signal.SIGKILL)
             lab.wait_until(lambda: lab.haproxy_pids() == [], timeout=10)  # the orphaned worker follows
         finally:
+            freeze.unlink(missing_ok=True)
             os.kill(handler, signal.SIGCONT)
         lab.wait_until(lambda: "no haproxy is running now" in lab.handler_log(), timeout=10)
         assert f"haproxy pid {dead} was killed by SIGKILL" in lab.handler_log()
@@ -343,11 +350,12 @@ def test_a_haproxy_that_dies_before_the_handler_looked_at_it_is_reported_as_dead
 def test_a_new_haproxy_killed_before_it_forks_a_worker_is_a_failed_reload_and_the_old_one_keeps_serving(
     tmp_path: Path, apis: list[FakeApiServer]
 ) -> None:
-    # The wrapper stops itself before it becomes HAProxy, so the kill lands before any worker exists.
-    hold = tmp_path / "hold-once"
+    # While the flag exists the wrapper stops itself before it becomes HAProxy, so the kill lands before any
+    # worker exists (builtins only: a child of the wrapper would look like a worker to the handler).
+    hold = tmp_path / "hold-the-new-haproxy"
     wrapper = tmp_path / "haproxy"
     wrapper.write_text(
-        f'#!/bin/sh\nif rm "{hold}" 2>/dev/null; then kill -STOP "$$"; fi\nexec /usr/sbin/haproxy "$@"\n'
+        f'#!/bin/sh\nif [ -e "{hold}" ]; then kill -STOP "$$"; fi\nexec /usr/sbin/haproxy "$@"\n'
     )
     wrapper.chmod(0o755)
     with HaproxyLab(workdir=tmp_path / "lab", template=TEMPLATE, haproxy=str(wrapper)) as lab:
@@ -359,6 +367,7 @@ def test_a_new_haproxy_killed_before_it_forks_a_worker_is_a_failed_reload_and_th
         lab.wait_until(lambda: len(started_pids(lab)) == 2, timeout=10)
         new = started_pids(lab)[1]
         lab.wait_until(lambda: state(new) == "T", timeout=10)
+        hold.unlink()
         os.kill(new, signal.SIGKILL)
         lab.wait_until(lambda: "reload FAILED" in lab.handler_log(), timeout=10)
         assert f"haproxy pid {new} was killed by SIGKILL" in lab.handler_log()
