@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,7 @@ from monitor.discovery import (
 )
 from monitor.model import Backend
 from tests import reference_rule as reference
-from tests.netns import Topology, available
+from tests.netns import Topology, available, run
 
 VIP4, VIP6 = "192.0.2.5", "2001:db8::5"
 # This host holds both VIPs: keepalived put each beside the host's own address (IPv6 lists newest first).
@@ -295,6 +296,17 @@ def test_a_vip_route_on_an_earlier_interface_than_the_host_address_is_passed_ove
             [node("m", annotations=cidrs("192.0.2.31/24"))], vips=[VIP4], api_port=6443, local_addresses=local
         )
         assert found.backends == (Backend("m", "192.0.2.31", 6443),)
+
+
+@pytest.mark.netns
+@NETNS
+def test_an_interface_whose_name_is_not_utf8_does_not_hide_the_machine_network():
+    """Interface names are bytes to the kernel; `ip -j` prints them as they are."""
+    with Topology.create(host_addrs=["192.0.2.11/24"], client_addrs=["192.0.2.12/24"]) as topo:
+        run(topo.host, "ip", "link", "set", topo.host_if, "down")
+        run(topo.host, "ip", "link", "set", topo.host_if, "name", os.fsdecode(b"veth-\xff"))
+        local = local_addresses(netns=topo.host)
+        assert machine_network([VIP4], local) == ipaddress.ip_network("192.0.2.0/24")
 
 
 # -- agreement with the reference over random node sets ----------------------------------------------------
