@@ -220,7 +220,16 @@ def render_main(argv: Sequence[str]) -> int:
     except RenderError as exc:
         print(f"monitor render: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    try:
+        # Bytes, as they would reach haproxy.cfg: a Go template's "\xff" is that byte, whatever the locale.
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        where = f"{args.template}: output holds a character UTF-8 cannot encode at offset {exc.start}"
+        print(f"monitor render: {where}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
     return 0
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from monitor.model import Backend, LBConfig
 
@@ -19,6 +20,13 @@ HOST_ADDRESSES_ANNOTATION = "k8s.ovn.org/host-addresses"
 # Two-node topologies run a single master at times; a placeholder keeps `backend masters` non-empty.
 TWO_NODE_TOPOLOGIES = frozenset({"HighlyAvailableArbiter", "DualReplica"})
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# What the API server accepts as a node name (IsDNS1123Subdomain: this pattern, at most 253 characters; it
+# sets no per-label limit, so neither do we). A name becomes `server NAME` in haproxy.cfg: anything else
+# could carry a newline and new sections into HAProxy's configuration.
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+DNS1123_SUBDOMAIN_MAX = 253
+# Hostile names are shown quoted and cut short, so that a warning stays one readable line.
+_SHOWN_MAX = 80
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,25 @@ class Discovered:
 
     backends: tuple[Backend, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def valid_host(name: object) -> TypeGuard[str]:
+    """Whether ``name`` may be a template's ``Host``: a DNS-1123 subdomain, as the API server requires of nodes."""
+    return (
+        isinstance(name, str)
+        and len(name) <= DNS1123_SUBDOMAIN_MAX
+        and _DNS1123_SUBDOMAIN.fullmatch(name) is not None
+    )
+
+
+def _quoted(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_MAX else f"{text[:_SHOWN_MAX]}..."
+
+
+def shown(name: object) -> str:
+    """``name`` fit for a one-line warning: as it is when it is a valid name, else quoted and cut short."""
+    return str(name) if valid_host(name) else _quoted(name)
 
 
 def _ip(text: object) -> IPAddress | None:
@@ -174,7 +201,7 @@ def node_address(
     cannot use skips the node rather than falling back to another address the reference would not choose.
     """
     metadata = node.get("metadata") or {}
-    name = str(metadata.get("name") or "<unnamed>")
+    name = shown(metadata.get("name") or "<unnamed>")
     internal: list[tuple[str, IPAddress | None]] = []
     for entry in (node.get("status") or {}).get("addresses") or []:
         if isinstance(entry, Mapping) and entry.get("type") == "InternalIP":
@@ -258,9 +285,12 @@ def backends_from_nodes(
         )
     candidates: list[Backend] = []
     for node in nodes:
+        name = (node.get("metadata") or {}).get("name")
+        if not valid_host(name):
+            warnings.append(f"node {shown(name)}: name is not a DNS-1123 subdomain; skipped")
+            continue
         address = node_address(node, family=family, network=network, own=own, vips=vip_set, warnings=warnings)
         if address is not None:
-            name = str((node.get("metadata") or {}).get("name") or address)
             candidates.append(Backend(host=name, address=address, port=api_port))
     return _finish(candidates, warnings=warnings, family=family, topology=topology, api_port=api_port)
 
@@ -272,10 +302,11 @@ def backends_from_endpointslices(
     if not vips:
         raise ValueError("at least one API VIP is needed to choose the address family")
     family = ipaddress.ip_address(vips[0]).version
+    vip_set = frozenset(ipaddress.ip_address(v) for v in vips)
     warnings: list[str] = []
     candidates: list[Backend] = []
     for slice_ in slices:
-        slice_name = str((slice_.get("metadata") or {}).get("name") or "<unnamed>")
+        slice_name = shown((slice_.get("metadata") or {}).get("name") or "<unnamed>")
         address_type = slice_.get("addressType")
         if address_type not in (f"IPv{family}", None):
             continue
@@ -283,14 +314,24 @@ def backends_from_endpointslices(
             conditions = endpoint.get("conditions") or {}
             if conditions.get("ready") is False:
                 continue
-            for raw in endpoint.get("addresses") or []:
+            addresses = endpoint.get("addresses") or []
+            named = endpoint.get("nodeName") or endpoint.get("hostname")
+            if named is not None and not valid_host(named):
+                warnings.append(
+                    f"endpointslice {slice_name}: endpoint {shown(named)} (addresses {_quoted(addresses)}): "
+                    "name is not a DNS-1123 subdomain; skipped"
+                )
+                continue
+            for raw in addresses:
+                text = raw if isinstance(raw, str) else repr(raw)
                 address = _ip(raw)
-                if address is None or address.version != family:
+                reason = _unusable(text, address, family=family, vips=vip_set)
+                if reason is not None or address is None:
                     warnings.append(
-                        f"endpointslice {slice_name}: {raw!r} is not an IPv{family} address; skipped"
+                        f"endpointslice {slice_name}: address {_quoted(raw)} is {reason}; skipped"
                     )
                     continue
-                host = str(endpoint.get("nodeName") or endpoint.get("hostname") or address)
+                host = named if named is not None else str(address)
                 candidates.append(Backend(host=host, address=str(address), port=api_port))
     return _finish(candidates, warnings=warnings, family=family, topology=topology, api_port=api_port)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,7 @@ from monitor.discovery import (
 )
 from monitor.model import Backend
 from tests import reference_rule as reference
-from tests.netns import Topology, available
+from tests.netns import Topology, available, run
 
 VIP4, VIP6 = "192.0.2.5", "2001:db8::5"
 # This host holds both VIPs: keepalived put each beside the host's own address (IPv6 lists newest first).
@@ -297,6 +298,17 @@ def test_a_vip_route_on_an_earlier_interface_than_the_host_address_is_passed_ove
         assert found.backends == (Backend("m", "192.0.2.31", 6443),)
 
 
+@pytest.mark.netns
+@NETNS
+def test_an_interface_whose_name_is_not_utf8_does_not_hide_the_machine_network():
+    """Interface names are bytes to the kernel; `ip -j` prints them as they are."""
+    with Topology.create(host_addrs=["192.0.2.11/24"], client_addrs=["192.0.2.12/24"]) as topo:
+        run(topo.host, "ip", "link", "set", topo.host_if, "down")
+        run(topo.host, "ip", "link", "set", topo.host_if, "name", os.fsdecode(b"veth-\xff"))
+        local = local_addresses(netns=topo.host)
+        assert machine_network([VIP4], local) == ipaddress.ip_network("192.0.2.0/24")
+
+
 # -- agreement with the reference over random node sets ----------------------------------------------------
 
 # Usable addresses three times as often as odd ones, so that most picks are comparable.
@@ -410,6 +422,104 @@ def test_endpoint_slices_give_ready_endpoints_of_the_vip_family():
     ]
     found = backends_from_endpointslices(slices, vips=[VIP4], api_port=6443)
     assert found.backends == (Backend("192.0.2.20", "192.0.2.20", 6443), Backend("m1", "192.0.2.21", 6443))
+
+
+# -- untrusted names and addresses never reach a template ---------------------------------------------------
+
+INJECTION = "evil\nprogram x\n  command /bin/touch /tmp/pwned"
+BAD_NAMES = [
+    INJECTION, "has space", "Upper", "-lead", "trail-", "a..b", ".dot", "under_score", "tab\there", "",
+    "x" * 254, "caf\u00e9", "lone\udcff", "semi;colon", "quote'd", "a/b", "#comment",
+]  # fmt: skip
+GOOD_NAMES = ["m0", "master-0.example.com", "a", "0", "x" * 253, "x" * 64 + ".example"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=range(len(BAD_NAMES)))
+def test_a_node_whose_name_is_not_a_dns_subdomain_is_skipped_with_one_one_line_warning(name):
+    nodes = [node(name, ("InternalIP", "192.0.2.21")), node("m1", ("InternalIP", "192.0.2.22"))]
+    found = backends_from_nodes(nodes, vips=[VIP4], api_port=6443, local_addresses=HOLDER)
+    assert found.backends == (Backend("m1", "192.0.2.22", 6443),), "the other backends are served"
+    assert len(found.warnings) == 1, found.warnings
+    warning = found.warnings[0]
+    assert warning.startswith("node ") and warning.endswith("not a DNS-1123 subdomain; skipped")
+    assert warning.isprintable() and len(warning) < 200, "one readable line, whatever the name holds"
+    assert repr(name)[:40] in warning, "the warning names the object"
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES, ids=range(len(GOOD_NAMES)))
+def test_every_name_the_api_server_accepts_for_a_node_is_a_backend(name):
+    found = backends_from_nodes(
+        [node(name, ("InternalIP", "192.0.2.21"))], vips=[VIP4], api_port=6443, local_addresses=HOLDER
+    )
+    assert found.backends == (Backend(name, "192.0.2.21", 6443),)
+    assert found.warnings == ()
+
+
+def test_a_node_without_a_name_or_with_a_name_that_is_not_text_is_skipped():
+    nodes = [
+        {"metadata": {}, "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.21"}]}},
+        node(7, ("InternalIP", "192.0.2.22")),
+        node(["m"], ("InternalIP", "192.0.2.23")),
+    ]
+    found = backends_from_nodes(nodes, vips=[VIP4], api_port=6443, local_addresses=HOLDER)
+    assert found.backends == ()
+    assert len(found.warnings) == 3 and all(w.endswith("skipped") for w in found.warnings)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.text(alphabet=st.sampled_from("ab9-.Z _\n\t:/\"'#{}%\x00\u00e9\udcff"), max_size=20))
+def test_a_backend_host_only_ever_holds_lowercase_letters_digits_dashes_and_dots(name):
+    found = backends_from_nodes(
+        [node(name, ("InternalIP", "192.0.2.21"))], vips=[VIP4], api_port=6443, local_addresses=HOLDER
+    )
+    for backend in found.backends:
+        assert set(backend.host) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+        assert backend.host == name
+    assert len(found.backends) + len(found.warnings) == 1, "served, or skipped with exactly one warning"
+
+
+def slice_of(*endpoints, name="kubernetes", address_type="IPv4"):
+    return {"metadata": {"name": name}, "addressType": address_type, "endpoints": list(endpoints)}
+
+
+@pytest.mark.parametrize("name", [n for n in BAD_NAMES if n], ids=range(len(BAD_NAMES) - 1))
+def test_an_endpoint_whose_node_name_is_not_a_dns_subdomain_is_skipped_with_one_warning(name):
+    slices = [
+        slice_of(
+            {"addresses": ["192.0.2.21"], "nodeName": name},
+            {"addresses": ["192.0.2.22"], "nodeName": "m1"},
+            {"addresses": ["192.0.2.23"], "hostname": name},
+        )
+    ]
+    found = backends_from_endpointslices(slices, vips=[VIP4], api_port=6443)
+    assert found.backends == (Backend("m1", "192.0.2.22", 6443),)
+    assert len(found.warnings) == 2, found.warnings
+    for warning in found.warnings:
+        assert warning.startswith("endpointslice kubernetes: endpoint ") and warning.endswith("skipped")
+        assert warning.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        (VIP4, "an API VIP"),
+        ("0.0.0.0", "unspecified"),
+        ("127.0.0.1", "a loopback address"),
+        ("169.254.3.4", "a link-local address"),
+        ("224.0.0.5", "a multicast address"),
+        ("255.255.255.255", "the broadcast address"),
+        ("2001:db8::7", "not an IPv4 address"),
+        ("192.0.2.7\nserver x 1.2.3.4:1", "not an IP address"),
+        ("", "empty"),
+        (7, "not an IP address"),
+    ],
+)
+def test_an_endpoint_address_that_cannot_be_a_backend_is_refused_like_a_node_address(address, reason):
+    slices = [slice_of({"addresses": [address, "192.0.2.21"], "nodeName": "m0"})]
+    found = backends_from_endpointslices(slices, vips=[VIP4], api_port=6443)
+    assert found.backends == (Backend("m0", "192.0.2.21", 6443),)
+    assert len(found.warnings) == 1 and reason in found.warnings[0], found.warnings
+    assert found.warnings[0].isprintable()
 
 
 @pytest.mark.parametrize("vips", [[], ()])

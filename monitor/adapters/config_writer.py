@@ -55,7 +55,14 @@ class ConfigWriter:
 
         On any failure the live file is untouched and WriteError says why.
         """
-        data = text.encode("utf-8")
+        try:
+            # A Go template writes bytes: "\xff" in one reaches the file as that byte, as with the reference.
+            data = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise WriteError(
+                f"{self.cfg}: the rendered config holds a character UTF-8 cannot encode "
+                f"({exc.object[exc.start]!r} at offset {exc.start})"
+            ) from None
         if self.current() == data:
             return False
         directory = self.cfg.parent
@@ -93,7 +100,9 @@ class ConfigWriter:
             proc = subprocess.run(
                 [self.haproxy_bin, "-c", "-f", str(path)],
                 capture_output=True,
-                text=True,
+                # HAProxy quotes the config's bytes in its messages: whatever they are, they must not crash us.
+                encoding="utf-8",
+                errors="replace",
                 timeout=self.validate_timeout,
                 check=False,
             )

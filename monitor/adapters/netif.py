@@ -42,7 +42,10 @@ def local_addresses(*, ip_bin: str = "ip", netns: str | None = None) -> list[IPI
     if netns:
         argv = [ip_bin, "-n", netns, "-j", "address", "show"]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+        # Interface names and labels are bytes to the kernel: never let one that is not UTF-8 crash the read.
+        proc = subprocess.run(
+            argv, capture_output=True, encoding="utf-8", errors="replace", timeout=5, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise NetifError(f"cannot run {ip_bin!r} to read local addresses: {exc}") from None
     if proc.returncode != 0:

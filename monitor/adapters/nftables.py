@@ -76,7 +76,9 @@ class NftSteering:
                 self._argv(binary, *args),
                 input=stdin,
                 capture_output=True,
-                text=True,
+                # Comments and names in a ruleset are any bytes another tool put there.
+                encoding="utf-8",
+                errors="replace",
                 timeout=self._timeout,
                 check=False,
             )

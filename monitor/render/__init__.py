@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import traceback
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from monitor.model import LBConfig
 from monitor.render.data import go_data, jinja_data
-from monitor.render.gotemplate import GoTemplateError, parse_go_template
+from monitor.render.gotemplate import GoOutputTooLarge, GoTemplateError, parse_go_template
+
+if TYPE_CHECKING:
+    from jinja2.runtime import Context
 
 Language = Literal["go", "jinja2"]
+
+# A rendered haproxy.cfg is a few kilobytes; far more means a runaway template, which must not fill memory,
+# the disk or HAProxy's parser.
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+# Integers a template may compute with `**`: Python prints no more than 4,300 digits anyway.
+_MAX_POWER_BITS = 16_384
 
 
 class RenderError(Exception):
@@ -24,8 +34,62 @@ def template_language(path: Path, override: Language | None = None) -> Language:
     return "go" if path.name.endswith(".tmpl") else "jinja2"
 
 
+def _too_large(path: Path) -> RenderError:
+    return RenderError(f"{path}: rendered output is larger than {MAX_OUTPUT_BYTES} bytes (16 MiB); refused")
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+
+
 class _Compiled(Protocol):
     def render(self, lbconfig: LBConfig) -> str: ...
+
+
+def _huge(operator: str, left: object, right: object) -> str | None:
+    """Why ``left operator right`` would be too large a value to compute, or None."""
+    if operator == "*":
+        for seq, times in ((left, right), (right, left)):
+            if (
+                isinstance(seq, str | list | tuple)
+                and isinstance(times, int)
+                and len(seq) * times > MAX_OUTPUT_BYTES
+            ):
+                return "'*' would make a value of more than 16 MiB"
+        return None
+    if not (isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1):
+        return None
+    if right * math.log2(abs(left)) > _MAX_POWER_BITS:
+        return f"'**' would make a number of more than {_MAX_POWER_BITS} bits"
+    return None
+
+
+def _sandbox(source: str, path: Path) -> Any:
+    """Jinja2's immutable sandbox: no private or internal attributes, no mutation of the data, no huge values.
+
+    A template is configuration, not code: it reads the LBConfig and writes text, nothing more.
+    """
+    import jinja2
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        # Intercepted operators are also kept out of compile-time constant folding, so a `'x' * 10**10`
+        # fails when rendered, with the file named, rather than filling memory while loading.
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+            reason = _huge(operator, left, right)
+            if reason is not None:
+                raise SecurityError(reason)
+            return super().call_binop(context, operator, left, right)
+
+    return Sandbox(
+        loader=jinja2.FunctionLoader(lambda _name: (source, str(path), lambda: True)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
 
 
 class _JinjaTemplate:
@@ -33,12 +97,7 @@ class _JinjaTemplate:
         import jinja2
 
         self._path = path
-        env = jinja2.Environment(
-            loader=jinja2.FunctionLoader(lambda _name: (source, str(path), lambda: True)),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
+        env = _sandbox(source, path)
         try:
             self._template = env.get_template(path.name)
         except jinja2.TemplateSyntaxError as exc:
@@ -48,7 +107,17 @@ class _JinjaTemplate:
         import jinja2
 
         try:
-            return self._template.render(jinja_data(lbconfig))
+            parts: list[str] = []
+            size = 0
+            # Streamed, so that a runaway loop stops at the cap instead of first building all of its text.
+            for chunk in self._template.generate(jinja_data(lbconfig)):
+                size += _utf8_size(chunk)
+                if size > MAX_OUTPUT_BYTES:
+                    raise _too_large(self._path)
+                parts.append(chunk)
+            return "".join(parts)
+        except RenderError:
+            raise
         except jinja2.TemplateError as exc:
             raise RenderError(f"{self._where(exc)}: {type(exc).__name__}: {exc}") from None
         except Exception as exc:  # a filter or test raising: still the template's fault
@@ -73,7 +142,9 @@ class _GoTemplate:
 
     def render(self, lbconfig: LBConfig) -> str:
         try:
-            return self._template.execute(go_data(lbconfig))
+            return self._template.execute(go_data(lbconfig), limit=MAX_OUTPUT_BYTES)
+        except GoOutputTooLarge:
+            raise _too_large(self._path) from None
         except GoTemplateError as exc:
             raise RenderError(f"{self._path}: {exc}") from None
 
@@ -96,7 +167,11 @@ class Renderer:
         except OSError as exc:
             raise RenderError(f"{self.path}: cannot read template: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
-            raise RenderError(f"{self.path}: template is not UTF-8 text ({exc.reason})") from None
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise RenderError(
+                f"{self.path}:{line}: template is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+                f"at offset {exc.start} ({exc.reason})"
+            ) from None
         self._compiled = (
             _GoTemplate(source, self.path) if self.language == "go" else _JinjaTemplate(source, self.path)
         )

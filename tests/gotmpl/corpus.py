@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+
+def _nested(depth: int) -> Any:
+    """``[[...[1]...]]``, ``depth`` lists deep."""
+    data: Any = 1
+    for _ in range(depth):
+        data = [data]
+    return data
+
+
 # (template, data) pairs rendered in generic mode (JSON objects are Go maps).
 GENERIC: list[tuple[str, Any]] = [
     ('{{range $i, $e := .}}{{$i}}={{printf "%05d|%-4s|%q|%v" $e "ab" "x\\"y" 1.5}}{{end}}', [1, 2]),
@@ -255,6 +264,25 @@ GENERIC += [
         '{{template "d" .}}',
         list(range(80)),
     ),
+]
+
+GENERIC += [
+    # fmt's caps: a width or precision is read digit by digit while it is at most 1e6 (so up to 10,000,009
+    # gets through), past that the rest of the format is eaten (%!(NOVERB)); * arguments beyond 1e6 are bad.
+    ('{{printf "%10000009d|%300000000d|" 1 2}}', {}),
+    ('{{printf "%.1000001f|%.300000000s|" 1.5 "abc"}}', {}),
+    ('{{printf "%-10000010x%v" 1 2}}', {}),
+    ('{{printf "%*d|%*d|%.*f|%.*s|" 300000000 1 -300000000 2 300000000 1.5 1000001 "abc"}}', {}),
+    ('{{printf "%*d|%-*d|" 1000000 1 -1000000 2 | len}}', {}),
+    ('{{printf "%[300000000]d|%[1]10000010d" 1}}', {}),
+    # a verb-less tail: "%." takes no precision when nothing follows it
+    ('{{printf "%." 1}}|{{printf "%5." 1}}|{{printf "%.5" 1}}', {}),
+    # nesting at the engine's caps (100 levels) renders like Go
+    ("{{if 1}}" * 100 + "x" + "{{end}}" * 100, {}),
+    ("{{with .}}" * 50 + "{{range .}}" * 50 + "{{.}}" + "{{end}}" * 100, _nested(50)),
+    ("{{" + "(" * 99 + "1" + ")" * 99 + "}}", {}),
+    ("{{print " + "(print " * 99 + "1" + ")" * 99 + "}}", {}),
+    ("{{if 0}}" + "{{else if 0}}" * 99 + "{{else}}last{{end}}", {}),
 ]
 
 GENERIC += [

@@ -12,6 +12,10 @@ class GoTemplateError(Exception):
         self.line = line
 
 
+class GoOutputTooLarge(GoTemplateError):
+    """The output passed the byte limit the caller set (Go has no such limit; a config file needs one)."""
+
+
 class BreakLoop(Exception):
     """{{break}}: unwinds to the innermost range."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from monitor.render.gotemplate import gofmt
-from monitor.render.gotemplate.errors import BreakLoop, ContinueLoop, GoTemplateError
+from monitor.render.gotemplate.errors import BreakLoop, ContinueLoop, GoOutputTooLarge, GoTemplateError
 from monitor.render.gotemplate.funcs import BUILTIN_SIGNATURES, CallError, is_true, truth
 from monitor.render.gotemplate.lexer import go_quote
 from monitor.render.gotemplate.nodes import (
@@ -43,19 +43,49 @@ class _Missing:
 # Go's missingVal: "no final value from a previous pipeline stage" (distinct from NO_VALUE).
 _MISSING: Final = _Missing()
 
+# Go stops template calls 100,000 deep (maxExecDepth), on stacks that grow to a gigabyte.
 MAX_DEPTH: Final = 100_000
+# Ours is Python's stack (1,000 frames, shared with the caller), so the evaluator keeps its own account of the
+# frames it stacks up: each template call, if/with/range body and parenthesized pipeline adds what it costs
+# (measured). Running out of this budget (about 120 calls of a small recursive template) ends the run with
+# Go's error for too deep a recursion, where Go itself would end every recursion that does not terminate.
+FRAME_BUDGET: Final = 600
+_CALL, _BODY, _RANGE_BODY, _PAREN_COMMAND, _PAREN_ARG = 3, 2, 3, 2, 4
+
+
+class OutputTooLarge(Exception):
+    """The output passed the limit given to :func:`execute`."""
+
+
+class _Output:
+    """The output so far, in pieces; refuses to grow past ``limit`` bytes (UTF-8) when one is set."""
+
+    __slots__ = ("limit", "parts", "size")
+
+    def __init__(self, limit: int | None) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+
+    def write(self, text: str) -> None:
+        if self.limit is not None:
+            self.size += len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+            if self.size > self.limit:
+                raise OutputTooLarge
+        self.parts.append(text)
 
 
 class _State:
-    __slots__ = ("depth", "node", "out", "tree", "trees", "vars")
+    __slots__ = ("frames", "node", "out", "tree", "trees", "vars")
 
-    def __init__(self, trees: dict[str, Tree], tree: Tree, out: list[str], dot: object, depth: int) -> None:
+    def __init__(self, trees: dict[str, Tree], tree: Tree, out: _Output, dot: object, frames: int) -> None:
         self.trees = trees
         self.tree = tree
         self.out = out
         self.vars: list[list[object]] = [["$", dot]]
         self.node: Node | None = None
-        self.depth = depth
+        # Frames stacked up by calls, bodies and parentheses under way (see FRAME_BUDGET).
+        self.frames = frames
 
     # errors ------------------------------------------------------------------------------
     def errorf(self, message: str) -> GoTemplateError:
@@ -79,7 +109,7 @@ class _State:
         cls = type(node)
         if cls is TextNode:
             assert isinstance(node, TextNode)
-            self.out.append(node.text)
+            self.out.write(node.text)
         elif cls is ActionNode:
             assert isinstance(node, ActionNode)
             self.node = node
@@ -98,10 +128,12 @@ class _State:
             ok, is_truthy = is_true(value)
             if not ok:
                 raise self.errorf(f"if/with can't use {gofmt.format_value(value, 'v', gofmt.PLAIN, depth=0)}")
+            self.deeper(_BODY)
             if is_truthy:
                 self.walk(value if cls is WithNode else dot, node.list)
             elif node.else_list is not None:
                 self.walk(dot, node.else_list)
+            self.frames -= _BODY
             del self.vars[mark:]
         elif cls is RangeNode:
             assert isinstance(node, RangeNode)
@@ -119,8 +151,15 @@ class _State:
             self.node = node
             raise self.errorf(f"unknown node: {node}")
 
+    def deeper(self, cost: int) -> None:
+        """Enter a level that stacks ``cost`` frames; the caller gives them back (walk_range resets its own)."""
+        if self.frames + cost > FRAME_BUDGET:
+            raise self.errorf(f"exceeded maximum template depth ({MAX_DEPTH})")
+        self.frames += cost
+
     def walk_range(self, dot: object, node: RangeNode) -> None:
         outer = len(self.vars)
+        frames = self.frames
         self.node = node
         value = self.eval_pipeline(dot, node.pipe)
         mark = len(self.vars)
@@ -136,6 +175,7 @@ class _State:
             raise self.errorf(
                 f"range can't iterate over {gofmt.format_value(value, 'v', gofmt.PLAIN, depth=0)}"
             )
+        self.deeper(_RANGE_BODY)
         try:
             if items:
                 body = node.list
@@ -144,10 +184,10 @@ class _State:
                         self.vars[mark - 1][1] = elem
                     if decls > 1:
                         self.vars[mark - 2][1] = index
-                    try:  # noqa: SIM105 - cheaper than contextlib.suppress in the per-element loop
+                    try:
                         self.walk(elem, body)
                     except ContinueLoop:
-                        pass
+                        self.frames = frames + _RANGE_BODY  # give back what the continue jumped out of
                     del self.vars[mark:]
                 return
             if node.else_list is not None:
@@ -155,6 +195,7 @@ class _State:
         except BreakLoop:
             pass
         finally:
+            self.frames = frames
             del self.vars[outer:]
 
     def walk_template(self, dot: object, node: TemplateNode) -> None:
@@ -162,32 +203,26 @@ class _State:
         tree = self.trees.get(node.name)
         if tree is None or tree.root is None:
             raise self.errorf(f"template {go_quote(node.name)} not defined")
-        if self.depth >= MAX_DEPTH:
+        if self.frames + _CALL > FRAME_BUDGET:
             raise self.errorf(f"exceeded maximum template depth ({MAX_DEPTH})")
         value = self.eval_pipeline(dot, node.pipe) if node.pipe is not None else NO_VALUE
-        state = _State(self.trees, tree, self.out, value, self.depth + 1)
-        try:
-            state.walk(value, tree.root)
-        except RecursionError:
-            # Python's stack ends long before Go's depth limit; fail the same way, at this call.
-            self.node = node
-            raise self.errorf(f"exceeded maximum template depth ({MAX_DEPTH})") from None
+        _State(self.trees, tree, self.out, value, self.frames + _CALL).walk(value, tree.root)
 
     # printing ----------------------------------------------------------------------------
     def print_value(self, node: Node, value: object) -> None:
         cls = type(value)
         if cls is str:
             assert isinstance(value, str)
-            self.out.append(value)
+            self.out.write(value)
         elif cls is int:
-            self.out.append(str(value))
+            self.out.write(str(value))
         elif cls is TypedInt:
             assert isinstance(value, TypedInt)
-            self.out.append(str(value.value))
+            self.out.write(str(value.value))
         elif value is NO_VALUE:
-            self.out.append("<no value>")
+            self.out.write("<no value>")
         else:
-            self.out.append(gofmt.format_value(value, "v", gofmt.PLAIN, depth=0))
+            self.out.write(gofmt.format_value(value, "v", gofmt.PLAIN, depth=0))
 
     # pipelines ---------------------------------------------------------------------------
     def eval_pipeline(self, dot: object, pipe: PipeNode) -> object:
@@ -243,7 +278,10 @@ class _State:
         if cls is PipeNode:
             assert isinstance(first, PipeNode)
             self.not_a_function(cmd.args, final)
-            return self.eval_pipeline(dot, first)
+            self.deeper(_PAREN_COMMAND)
+            value = self.eval_pipeline(dot, first)
+            self.frames -= _PAREN_COMMAND
+            return value
         self.node = first
         self.not_a_function(cmd.args, final)
         if cls is BoolNode:
@@ -407,7 +445,10 @@ class _State:
             return self.validate(self.eval_variable(dot, node, None, _MISSING), kind)
         if cls is PipeNode:
             assert isinstance(node, PipeNode)
-            return self.validate(self.eval_pipeline(dot, node), kind)
+            self.deeper(_PAREN_ARG)
+            value = self.eval_pipeline(dot, node)
+            self.frames -= _PAREN_ARG
+            return self.validate(value, kind)
         if cls is IdentifierNode:
             assert isinstance(node, IdentifierNode)
             return self.validate(self.eval_function(dot, node, node, None, _MISSING), kind)
@@ -427,10 +468,13 @@ class _State:
         raise self.errorf(f"can't handle assignment of {node} to empty interface argument")
 
 
-def execute(trees: dict[str, Tree], name: str, data: object) -> str:
-    """Run the template ``name`` of a parsed set over data; returns the whole output."""
+def execute(trees: dict[str, Tree], name: str, data: object, *, limit: int | None = None) -> str:
+    """Run the template ``name`` of a parsed set over data; returns the whole output.
+
+    With ``limit``, output longer than that many bytes (UTF-8) stops the run with a GoTemplateError.
+    """
     tree = trees.get(name)
-    out: list[str] = []
+    out = _Output(limit)
     dot = NO_VALUE if data is None else data
     if tree is None or tree.root is None:
         raise GoTemplateError(
@@ -439,6 +483,11 @@ def execute(trees: dict[str, Tree], name: str, data: object) -> str:
     state = _State(trees, tree, out, dot, 0)
     try:
         state.walk(dot, tree.root)
+    except OutputTooLarge:
+        raise GoOutputTooLarge(
+            f"template: {name}: output exceeds the limit of {limit} bytes", name=name, line=None
+        ) from None
     except RecursionError:
+        # Only a caller already deep in its own stack gets here before MAX_DEPTH: fail the same way.
         raise state.errorf(f"exceeded maximum template depth ({MAX_DEPTH})") from None
-    return "".join(out)
+    return "".join(out.parts)

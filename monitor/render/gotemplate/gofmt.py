@@ -460,19 +460,14 @@ def sprintf(template: str, args: list[object]) -> str:
                 spec.wid = -width
             else:
                 spec.wid = width
-            if ok and spec.wid > 1_000_000:
-                out.append("%!(BADWIDTH)")
-                spec.wid = -1
             reordered = False
         else:
-            start = i
-            while i < end and template[i].isdigit() and template[i] in "0123456789":
-                i += 1
-            if i > start:
-                spec.wid = int(template[start:i])
+            width, present, i = _parse_num(template, i, end)
+            if present:
+                spec.wid = width
                 if found:
                     good_arg_num = False
-        if i + 1 <= end and i < end and template[i] == ".":
+        if i + 1 < end and template[i] == ".":
             i += 1
             if reordered:
                 good_arg_num = False
@@ -490,10 +485,7 @@ def sprintf(template: str, args: list[object]) -> str:
                     spec.prec = prec
                 reordered = False
             else:
-                start = i
-                while i < end and template[i] in "0123456789":
-                    i += 1
-                spec.prec = int(template[start:i]) if i > start else 0
+                spec.prec, _, i = _parse_num(template, i, end)
         if not reordered:
             arg_num, i, found = _arg_index(template, i, arg_num, len(args))
             reordered = reordered or found
@@ -535,6 +527,29 @@ def sprintf(template: str, args: list[object]) -> str:
     return "".join(out)
 
 
+# Go's fmt refuses widths and precisions beyond a million (tooLarge): a template cannot ask for a
+# gigabyte of padding.
+_MAX_WIDTH = 1_000_000
+
+
+def _parse_num(template: str, start: int, end: int) -> tuple[int, bool, int]:
+    """fmt's parsenum: (number, whether digits were there, next index).
+
+    Like Go, the check comes before each digit is added, so a number may end up to ten times the limit;
+    once past it the rest of the format is consumed, which then reports ``%!(NOVERB)``.
+    """
+    num = 0
+    present = False
+    i = start
+    while i < end and template[i] in "0123456789":
+        if num > _MAX_WIDTH:
+            return 0, False, end
+        num = num * 10 + ord(template[i]) - 48
+        present = True
+        i += 1
+    return num, present, i
+
+
 def _arg_index(template: str, i: int, arg_num: int, num_args: int) -> tuple[int, int, bool]:
     """Parse an explicit ``[n]`` argument index; returns (arg_num or -1 if bad, new position, found)."""
     if i >= len(template) or template[i] != "[":
@@ -557,5 +572,5 @@ def _int_from_arg(args: list[object], arg_num: int) -> tuple[int, bool, int]:
     arg = args[arg_num]
     if _is_int(arg):
         number, _ = _int_parts(arg)
-        return number, -1_000_000 <= number <= 1_000_000, arg_num + 1
+        return number, -_MAX_WIDTH <= number <= _MAX_WIDTH, arg_num + 1
     return 0, False, arg_num + 1

@@ -143,9 +143,16 @@ class _Lexer:
         self.start = 0
         self.tokens: list[Token] = []
         self.paren_depth = 0
+        self._line_pos = 0
+        self._line = 1
 
     def line_at(self, pos: int) -> int:
-        return self.text.count("\n", 0, pos) + 1
+        # Counted on from the previous token, not from the start: a large template must lex in linear time.
+        if pos < self._line_pos:
+            self._line_pos, self._line = 0, 1
+        self._line += self.text.count("\n", self._line_pos, pos)
+        self._line_pos = pos
+        return self._line
 
     def emit(self, typ: T) -> None:
         self.tokens.append(Token(typ, self.text[self.start : self.pos], self.start, self.line_at(self.start)))

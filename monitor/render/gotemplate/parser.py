@@ -35,6 +35,12 @@ from monitor.render.gotemplate.nodes import (
     WithNode,
 )
 
+# Go's parser recurses on goroutine stacks that grow to a gigabyte, and caps only parentheses (at 10,000,
+# since Go 1.20); ours recurses on Python's stack (1,000 frames, a few per level). One cap on every nesting
+# the parser recurses through (if/with/range/block bodies, else-if links, parentheses) turns a hostile or
+# runaway template into a parse error instead of a RecursionError. Real templates nest a handful deep.
+MAX_PARSE_DEPTH = 100
+
 BUILTINS = frozenset(
     [
         "and", "call", "html", "index", "slice", "js", "len", "not", "or", "print", "printf",
@@ -263,6 +269,7 @@ class _Parser:
         self.tree_set = tree_set
         self.vars = ["$"]
         self.range_depth = 0
+        self.depth = 0
         self.action_line = 0
         self.last = tokens[index] if tokens else Token(T.EOF, "", 0, 1)
 
@@ -332,7 +339,14 @@ class _Parser:
     def sub_parser(self, name: str) -> _Parser:
         tree = Tree(name=name, parse_name=self.tree.parse_name, text=self.tree.text)
         sub = _Parser(tree, self.tokens, self.index, self.tree_set)
+        sub.depth = self.depth
         return sub
+
+    def deeper(self, what: str) -> None:
+        """Enter one more nesting level; the caller leaves it with ``self.depth -= 1``."""
+        if self.depth >= MAX_PARSE_DEPTH:
+            raise self.errorf(f"max {what} depth exceeded")
+        self.depth += 1
 
     # grammar
     def parse(self) -> None:
@@ -477,6 +491,7 @@ class _Parser:
 
     def branch_control(self, cls: type[BranchNode], context: str, *, allow_else_if: bool) -> Node:
         depth = len(self.vars)
+        self.deeper("nesting")
         try:
             pipe = self.pipeline(context, T.RIGHT_DELIM)
             if context == "range":
@@ -496,6 +511,7 @@ class _Parser:
                         raise self.errorf(f"expected end; found {nxt}")
         finally:
             del self.vars[depth:]
+            self.depth -= 1
         return cls(pipe.pos, pipe.line, context, pipe, body, else_list)
 
     def else_control(self) -> Node:
@@ -520,6 +536,7 @@ class _Parser:
         pipe = self.pipeline(context, T.RIGHT_DELIM)
         sub = self.sub_parser(name)
         sub.index = self.index
+        sub.deeper("nesting")
         root, end = sub.item_list()
         self.index = sub.index
         self.last = sub.last
@@ -598,7 +615,11 @@ class _Parser:
             except ValueError as exc:
                 raise self.errorf(str(exc)) from None
         if typ == T.LEFT_PAREN:
-            return self.pipeline("parenthesized pipeline", T.RIGHT_PAREN)
+            self.deeper("expression")  # Go's own words for its parenthesis cap
+            try:
+                return self.pipeline("parenthesized pipeline", T.RIGHT_PAREN)
+            finally:
+                self.depth -= 1
         if typ in (T.STRING, T.RAW_STRING):
             try:
                 text = go_unquote(token.val)
