@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from monitor.adapters.files import ConfigWriter, WriteError
+from monitor.adapters.config_writer import ConfigWriter
 from monitor.adapters.reloader import Reloader
 from monitor.events import Objects, TemplateChanged
 from monitor.loop import Monitor
 from monitor.model import Backend, LBConfig
+from monitor.ports import WriteError
 from monitor.render import MAX_OUTPUT_BYTES, Renderer, RenderError
 from monitor.settings import Settings
 from tests.test_loop import NODES, node, servers
