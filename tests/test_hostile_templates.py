@@ -149,7 +149,7 @@ def test_a_template_edit_that_renders_a_huge_config_leaves_the_live_config_untou
     template.write_text(template.read_text() + HUGE["huge.j2"].removeprefix("global\n"))
     m.handle(TemplateChanged())
     assert cfg.read_bytes() == good
-    ready, checks = m.readyz()
+    ready, checks = m.status.readyz()
     assert not ready and "rendered output is larger than" in str(checks["template"])
     m.handle(Objects((*NODES, node("m9", "192.0.2.99"))))
     clock.now = 10.0
