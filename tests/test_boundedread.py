@@ -54,7 +54,7 @@ def test_a_path_that_is_not_a_small_regular_file_is_refused_at_once_naming_it(
     took = time.monotonic() - start
     assert str(info.value) == f"{path}: {reason}"
     assert info.value.strerror == reason, "callers print the path themselves, then the reason"
-    assert took < 0.1, f"refused in {took * 1000:.0f} ms"
+    assert took < 0.5, f"refused in {took * 1000:.0f} ms"
 
 
 def test_a_unix_socket_file_is_refused(tmp_path: Path) -> None:

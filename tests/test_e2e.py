@@ -448,8 +448,10 @@ def test_a_fifo_template_is_an_error_naming_it_and_sigterm_still_stops_the_monit
         code = proc.wait(5)
     except subprocess.TimeoutExpired:
         pytest.fail("SIGTERM ignored: the monitor is blocked on the FIFO")
+    took = time.monotonic() - start
+    print(f"SIGTERM with a FIFO template: exit {code} after {took * 1000:.0f} ms")
     assert code == 0
-    assert time.monotonic() - start <= 0.5 + 0.3, "0.5 s budget plus process-reaping slack on a loaded CI box"
+    assert took <= 0.5 + 0.3, "0.5 s budget plus process-reaping slack on a loaded CI box"
 
 
 def _fd_count(pid: int) -> int:
