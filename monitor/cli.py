@@ -19,6 +19,8 @@ from monitor.settings import Option, Settings
 ENV_PREFIX = "MONITOR_"
 REQUIRED = "(required)"
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+# DATA.json for 5,000 backends is under 1 MiB; the cap only refuses a wrong path quickly.
+MAX_DATA_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def render_main(argv: Sequence[str]) -> int:
     """``monitor render TEMPLATE DATA.json``: print the rendering to stdout."""
+    from monitor.boundedread import read_bounded
     from monitor.render import Renderer, RenderError
     from monitor.render.data import lbconfig_from_json
 
@@ -203,7 +206,7 @@ def render_main(argv: Sequence[str]) -> int:
     )
     args = p.parse_args(argv)
     try:
-        raw = json.loads(args.data.read_text(encoding="utf-8"))
+        raw = json.loads(read_bounded(args.data, limit=MAX_DATA_BYTES))
     except OSError as exc:
         print(f"monitor render: {args.data}: {exc.strerror or exc}", file=sys.stderr)
         return 1

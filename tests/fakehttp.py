@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 @dataclass
 class FakeHTTP:
     """``mode`` is ``"200"``/``"503"``/... (a status), ``"hang"``, ``"garbage"``, ``"close"``, ``"trickle"``
+    (a status line, then a body byte by byte), ``"slow-headers"`` (header bytes one at a time, never ending)
     or ``"huge"``."""
 
     mode: str
@@ -44,6 +45,13 @@ class FakeHTTP:
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/csv\r\n\r\n# pxname,svname,status\n")
                 while not self._stop.is_set():
                     conn.sendall(b"x" * 65536)
+            elif (
+                self.mode == "slow-headers"
+            ):  # each byte well within a per-read timeout, the headers never end
+                conn.sendall(b"HTTP/1.0 200 OK\r\n")
+                while not self._stop.is_set():
+                    conn.sendall(b"X")
+                    time.sleep(0.05)
             elif self.mode == "trickle":
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n")
                 while not self._stop.is_set():

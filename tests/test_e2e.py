@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -433,3 +435,88 @@ def test_a_scrape_of_the_running_monitor_passes_promtool_check_metrics(cluster: 
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_fifo_template_is_an_error_naming_it_and_sigterm_still_stops_the_monitor_at_once(cluster: Cluster):
+    cluster.lab.start_handler()
+    fifo = cluster.tmp / "template.j2"
+    os.mkfifo(fifo)  # nobody ever writes: a plain open() of it never returns
+    proc = cluster.start_monitor(template=fifo)
+    wait_for(
+        lambda: f"{fifo}: cannot read template: is a FIFO, not a regular file" in cluster.log(proc),
+        timeout=15,
+        what="an error naming the FIFO",
+    )
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pytest.fail("SIGTERM ignored: the monitor is blocked on the FIFO")
+    took = time.monotonic() - start
+    print(f"SIGTERM with a FIFO template: exit {code} after {took * 1000:.0f} ms")
+    assert code == 0
+    assert took <= 0.5 + 0.3, "0.5 s budget plus process-reaping slack on a loaded CI box"
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _unaccepted(port: int) -> int:
+    """Connections to ``port`` the kernel holds that the listener has not accepted (queued or half-open)."""
+    listen = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True)
+    queued = int(listen.stdout.split()[1])  # Recv-Q of a listening socket: the accept queue
+    half = subprocess.run(
+        ["ss", "-tnH", "state", "syn-recv", f"sport = :{port}"], capture_output=True, text=True, check=True
+    )
+    return queued + len(half.stdout.splitlines())
+
+
+def test_a_thousand_idle_connections_to_the_status_port_neither_exhaust_descriptors_nor_starve_the_job(
+    cluster: Cluster,
+):
+    cluster.lab.start_handler()
+    port = free_port()
+    # 1024 descriptors: a common default soft limit, and the one that makes exhaustion visible.
+    proc = cluster.start_monitor(
+        "--listen", f"127.0.0.1:{port}", wrap=["prlimit", "--nofile=1024:1024", "--"]
+    )
+    wait_for(lambda: cluster.served() == ADDRESSES, timeout=15, what="the first config")
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    wait_for(lambda: requests.get(healthz, timeout=2).status_code == 200, timeout=10, what="/healthz 200")
+    before = _fd_count(proc.pid)
+    idle: list[socket.socket] = []
+    peak = before
+    try:
+        # Four at a time, each batch accepted before the next: beyond a full backlog the kernel would complete
+        # connections the server never sees (SYN cookies), and those would cost the monitor nothing.
+        while len(idle) < 1000:
+            for _ in range(4):
+                s = socket.socket()
+                s.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    s.connect(("127.0.0.1", port))
+                idle.append(s)
+            deadline = time.monotonic() + 5
+            while _unaccepted(port) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            peak = max(peak, _fd_count(proc.pid))
+            if _unaccepted(port):
+                break  # the monitor no longer accepts: the assertions below say why
+        print(f"descriptors: {before} before, peak {peak} while {len(idle)} idle connections were made")
+        assert peak <= before + 64 + 8, f"{peak} descriptors (was {before})"
+        assert len(idle) == 1000 and _unaccepted(port) == 0, "the monitor stopped accepting connections"
+        start = time.monotonic()
+        assert requests.get(healthz, timeout=5).status_code == 200
+        took = time.monotonic() - start
+        print(f"/healthz from a fresh connection during the flood: {took * 1000:.0f} ms")
+        assert took < 1.0
+        cluster.sim.update_node("master-1", addresses=[("InternalIP", "127.0.0.21")])
+        wait_for(
+            lambda: cluster.served().get("master-1") == "127.0.0.21", timeout=10, what="changes still flow"
+        )
+    finally:
+        for s in idle:
+            s.close()
+    assert proc.poll() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -123,3 +124,95 @@ def test_a_config_with_no_listener_is_refused_because_haproxy_would_not_start(
     with pytest.raises(ValidationError, match="no listener"):
         ConfigWriter(cfg=cfg, haproxy_bin=haproxy_bin).write(GOOD)
     assert cfg.read_text() == GOOD2
+
+
+@pytest.mark.parametrize("template_mode", [0o4755, 0o2775, 0o1777, 0o666, 0o7777])
+def test_the_written_config_never_carries_setuid_setgid_sticky_or_world_writable_bits(
+    tmp_path: Path, template_mode: int
+):
+    cfg = tmp_path / "haproxy.cfg"
+    ConfigWriter(cfg=cfg, haproxy_bin=None).write(GOOD, mode=template_mode)
+    mode = cfg.stat().st_mode & 0o7777
+    assert mode == template_mode & 0o775, oct(mode)
+    assert not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH)
+
+
+def test_a_symlinked_config_is_replaced_at_its_target_and_stays_a_symlink(tmp_path: Path, haproxy_bin: str):
+    # The layout of a ConfigMap-style mount: cfg -> ..data/haproxy.cfg, in another directory.
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    target = real_dir / "haproxy.cfg"
+    target.write_text(GOOD)
+    cfg = tmp_path / "etc" / "haproxy.cfg"
+    cfg.parent.mkdir()
+    cfg.symlink_to(target)
+    old_inode = target.stat().st_ino
+    assert ConfigWriter(cfg=cfg, haproxy_bin=haproxy_bin).write(GOOD2) is True
+    assert cfg.is_symlink() and os.readlink(cfg) == str(target), "the link is never replaced by a plain file"
+    assert target.read_text() == GOOD2
+    assert target.stat().st_ino != old_inode, "the target is replaced by a rename, not rewritten in place"
+    assert sorted(p.name for p in real_dir.iterdir()) == ["haproxy.cfg"], (
+        "the temp file was next to the target"
+    )
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["haproxy.cfg"]
+    assert ConfigWriter(cfg=cfg, haproxy_bin=None).write(GOOD2) is False, "compared through the link too"
+
+
+def test_a_dangling_config_symlink_gets_its_target_created(tmp_path: Path):
+    target = tmp_path / "real.cfg"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.symlink_to(target)
+    assert ConfigWriter(cfg=cfg, haproxy_bin=None).write(GOOD) is True
+    assert cfg.is_symlink() and target.read_text() == GOOD
+
+
+def test_temp_files_of_a_killed_run_are_removed_at_start_and_nothing_else(tmp_path: Path):
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(GOOD)
+    # What ConfigWriter.write leaves when SIGKILLed between mkstemp and rename ...
+    stale = [tmp_path / ".haproxy.cfg.k3_x9a0b.tmp", tmp_path / ".haproxy.cfg.zzzzzzzz.tmp"]
+    # ... and neighbours that only look alike: another file's temp, other lengths, a user's backup, a dir.
+    kept = [
+        tmp_path / ".other.cfg.k3_x9a0b.tmp",
+        tmp_path / ".haproxy.cfg.short.tmp",
+        tmp_path / ".haproxy.cfg.k3_x9a0b.tmp.bak",
+        tmp_path / "haproxy.cfg.k3_x9a0b.tmp",
+        tmp_path / ".haproxy.cfg.ABCDEFGH.tmp",
+        tmp_path / "haproxy.cfg.bak",
+    ]
+    for path in stale + kept:
+        path.write_text("x")
+    (tmp_path / ".haproxy.cfg.dirdirdi.tmp").mkdir()
+    ConfigWriter(cfg=cfg, haproxy_bin=None)
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+    assert (tmp_path / ".haproxy.cfg.dirdirdi.tmp").is_dir()
+    assert cfg.read_text() == GOOD
+
+
+def test_the_temp_file_name_write_uses_is_one_the_start_up_clean_up_removes(tmp_path: Path):
+    # The clean-up must match what write() really creates: a "validator" records the name it was given.
+    cfg = tmp_path / "haproxy.cfg"
+    names = tmp_path / "names"
+    recorder = tmp_path / "record-and-refuse"
+    recorder.write_text(f'#!/bin/sh\nbasename "$3" >> {names}\nexit 1\n')
+    recorder.chmod(0o755)
+    for _ in range(3):
+        with pytest.raises(ValidationError):
+            ConfigWriter(cfg=cfg, haproxy_bin=str(recorder)).write(GOOD)
+    temp_names = names.read_text().split()
+    assert len(set(temp_names)) == 3 and all(n.startswith(".haproxy.cfg.") for n in temp_names)
+    for name in temp_names:
+        (tmp_path / name).write_text("left by a killed run")  # as if write() had died before its rename
+    ConfigWriter(cfg=cfg, haproxy_bin=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["names", "record-and-refuse"]
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_at_the_config_path_is_an_error_naming_it_not_a_hang(tmp_path: Path):
+    cfg = tmp_path / "haproxy.cfg"
+    os.mkfifo(cfg)
+    with pytest.raises(WriteError) as err:
+        ConfigWriter(cfg=cfg, haproxy_bin=None).write(GOOD)
+    assert str(err.value) == f"{cfg}: cannot read the live config: is a FIFO, not a regular file"
+    assert stat.S_ISFIFO(os.lstat(cfg).st_mode)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from monitor.adapters.stats import (
     read_stats,
 )
 from monitor.testbed.haproxy import FakeApiServer, HaproxyLab
+from tests.unixpeer import misbehaving_unix_server
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "haproxy.cfg.j2"
 HAVE_HAPROXY = os.access("/usr/sbin/haproxy", os.X_OK)
@@ -152,3 +154,23 @@ def test_read_stats_from_a_live_haproxy_lists_every_server(tmp_path: Path) -> No
         servers = lab.servers()
         assert servers["master-0"].address == f"127.0.0.2:{up.port}"
         assert servers["master-1"].address == f"127.0.0.3:{down.port}"
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("silent", "no complete answer within the deadline"),
+        ("no-accept", "Resource temporarily unavailable"),  # a full backlog refuses at once
+    ],
+)
+def test_a_stats_socket_that_never_answers_or_never_accepts_costs_at_most_the_deadline(
+    tmp_path: Path, mode: str, message: str
+) -> None:
+    # Trickling and oversized answers: tests/test_stats_source.py.
+    with misbehaving_unix_server(tmp_path / "admin.sock", mode) as path:
+        start = time.monotonic()
+        with pytest.raises(StatsSocketError) as info:
+            read_stats(path, timeout=0.5)
+        took = time.monotonic() - start
+    assert took < 0.5 + 0.3, f"{mode}: took {took:.2f}s"
+    assert str(info.value) == f"stats socket {path}: {message}"

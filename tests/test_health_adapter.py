@@ -43,6 +43,16 @@ def test_a_trickling_body_does_not_hold_the_check_past_its_deadline() -> None:
     assert sample.status == 200
 
 
+def test_headers_that_never_end_are_cut_at_the_deadline_not_each_reads_timeout() -> None:
+    # A byte every 50 ms resets any per-read timeout; only a deadline for the whole exchange ends this.
+    with FakeHTTP("slow-headers").running() as srv:
+        start = time.monotonic()
+        sample = check_health(srv.url, timeout=0.5)
+        took = time.monotonic() - start
+    assert took < 0.5 + 0.3, f"took {took:.2f}s"
+    assert not sample.ok and sample.reason == f"no answer from {srv.url} within 0.5s"
+
+
 def test_a_503_is_unhealthy_and_names_the_status() -> None:
     with FakeHTTP("503").running() as srv:
         sample = check_health(srv.url, timeout=2.0)

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.adapters.httpserver import ListenError, PortInUseError, StatusServer
+from monitor.adapters.httpserver import (
+    BACKLOG,
+    REQUEST_DEADLINE,
+    ListenError,
+    PortInUseError,
+    StatusServer,
+)
 
 
 class Flags:
@@ -149,3 +161,142 @@ def test_stop_frees_the_port_for_a_new_server(
         assert _get(f"{again.url}/healthz")[0] == 200
     finally:
         again.stop()
+
+
+def _connect_idle(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that send nothing (the kernel completes them whether or not they are accepted)."""
+    out = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        out.append(s)
+    return out
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server closed or reset ``sock`` (a non-blocking or blocking-mode socket, never a timeout one)."""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # reset
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_a_client_trickling_its_request_a_byte_a_second_is_cut_after_the_request_deadline(
+    server: StatusServer,
+) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.settimeout(None)  # blocking mode: MSG_DONTWAIT then really returns at once
+        start = time.monotonic()
+        cut_after = None
+        for byte in request:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                cut_after = time.monotonic() - start
+                break
+            if _closed_by_server(sock):
+                cut_after = time.monotonic() - start
+                break
+            time.sleep(1.0)
+            if time.monotonic() - start > REQUEST_DEADLINE + 5:
+                break
+    assert cut_after is not None, "never cut: one byte a second held the connection open"
+    assert REQUEST_DEADLINE - 0.5 < cut_after < REQUEST_DEADLINE + 2, f"cut after {cut_after:.1f}s"
+
+
+def test_at_most_max_connections_are_open_and_a_fresh_probe_is_answered_during_a_flood(
+    registry: CollectorRegistry, flags: Flags
+) -> None:
+    srv = StatusServer(
+        listen="127.0.0.1:0", healthz=flags.healthz, readyz=flags.readyz, registry=registry, max_connections=8
+    )
+    srv.start()
+    idle = _connect_idle(srv.port, 100)
+    try:
+        # Everything is accepted quickly; only the 8 newest stay open, the others are closed to make room.
+        _wait(lambda: sum(map(_closed_by_server, idle)) >= 92, timeout=10, what="the excess closed")
+        assert srv.open_connections() <= 8
+        start = time.monotonic()
+        assert _get(f"{srv.url}/healthz")[0] == 200
+        assert time.monotonic() - start < 1.0
+    finally:
+        for s in idle:
+            s.close()
+        srv.stop()
+
+
+def test_the_listening_socket_has_a_normal_backlog(server: StatusServer) -> None:
+    # For a listening socket, ss reports the backlog in Send-Q.
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(out[2]) == BACKLOG == 128
+
+
+def test_stop_returns_at_once_even_with_clients_connected(registry: CollectorRegistry, flags: Flags) -> None:
+    srv = StatusServer(listen="127.0.0.1:0", healthz=flags.healthz, readyz=flags.readyz, registry=registry)
+    srv.start()
+    idle = _connect_idle(srv.port, 10)
+    _wait(lambda: srv.open_connections() == 10, timeout=5, what="10 open connections")
+    start = time.monotonic()
+    srv.stop()
+    took = time.monotonic() - start
+    for s in idle:
+        s.close()
+    assert took < 1.0, f"stop took {took:.2f}s"
+
+
+SERVE_IN_SUBPROCESS = """
+import sys, time
+from prometheus_client import CollectorRegistry
+from monitor.adapters.httpserver import StatusServer
+s = StatusServer(listen="127.0.0.1:0", healthz=lambda: (True, {}), readyz=lambda: (True, {}),
+                 registry=CollectorRegistry())
+s.start()
+print(s.port, flush=True)
+sys.stdin.read()
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_process_out_of_descriptors_does_not_spin_on_accept() -> None:
+    # 24 descriptors: the interpreter and the listener take most, so a few connections exhaust the rest.
+    proc = subprocess.Popen(
+        ["prlimit", "--nofile=24:24", "--", sys.executable, "-c", SERVE_IN_SUBPROCESS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    clients: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(30)]
+        _wait(lambda: len(os.listdir(f"/proc/{proc.pid}/fd")) >= 24, timeout=5, what="descriptors exhausted")
+        start_cpu, start = _cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(1.0)  # measuring CPU use over an interval: the interval is the point, not a wait
+        share = (_cpu_seconds(proc.pid) - start_cpu) / (time.monotonic() - start)
+        assert share < 0.3, f"{share:.0%} of a CPU while out of descriptors"
+    finally:
+        for c in clients:
+            c.close()
+        proc.kill()
+        proc.wait(5)

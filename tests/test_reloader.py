@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from monitor.adapters.reloader import Reloader
+from tests.unixpeer import misbehaving_unix_server
 
 
 class Clock:
@@ -119,3 +123,25 @@ def test_a_listener_that_closes_at_once_does_not_break_the_reloader(tmp_path: Pa
     t.join(2)
     srv.close()
     assert outcome in (True, False)
+
+
+@pytest.mark.parametrize("mode", ["no-accept", "silent"])
+def test_a_reload_socket_that_never_accepts_or_never_reads_costs_at_most_the_deadline(
+    tmp_path: Path, mode: str
+) -> None:
+    with misbehaving_unix_server(tmp_path / "m.sock", mode) as path:
+        r = Reloader(socket_path=path, clock=Clock(), timeout=0.5)
+        r.request()
+        start = time.monotonic()
+        outcome = r.attempt()
+        took = time.monotonic() - start
+    assert took < 0.5 + 0.3, f"{mode}: took {took:.2f}s"
+    if mode == "no-accept":
+        # A unix socket with a full backlog refuses a non-blocking connect at once (EAGAIN): fast, and retried.
+        assert outcome is False
+        assert r.last_error == (
+            f"reload socket {path}: the handler accepts no connection (its backlog is full); retrying"
+        )
+        assert r.pending, "retried later"
+    else:
+        assert outcome is True, "the line sits in the handler's socket buffer: delivered"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,52 @@ def test_monitor_render_reports_go_template_errors_with_template_and_line(tmp_pa
     assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "t.tmpl:3" in lines[0], lines
+
+
+def _hostile(kind: str, tmp: Path) -> tuple[Path, str]:
+    """A path that must never be read as a template or data file, and the reason the error gives."""
+    if kind == "fifo":
+        path = tmp / "fifo.j2"
+        os.mkfifo(path)  # no writer: a plain open() waits forever
+        return path, "is a FIFO, not a regular file"
+    if kind == "device":
+        return Path("/dev/zero"), "is a character device, not a regular file"
+    if kind == "directory":
+        path = tmp / "dir.j2"
+        path.mkdir()
+        return path, "is a directory, not a regular file"
+    path = tmp / "sparse.j2"
+    with open(path, "wb") as fh:
+        fh.truncate(100 * 1024 * 1024)
+    return path, "is 100 MiB, larger than the"
+
+
+HOSTILE = ["fifo", "device", "directory", "sparse-100MB"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_template_that_is_not_a_small_regular_file_is_a_quick_error_naming_it(tmp_path, kind):
+    path, reason = _hostile(kind, tmp_path)
+    start = time.monotonic()
+    with pytest.raises(RenderError) as err:
+        Renderer(path).load()
+    took = time.monotonic() - start
+    assert str(err.value).startswith(f"{path}: cannot read template: {reason}")
+    assert took < 0.5, f"{took:.2f}s"
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_monitor_render_refuses_a_data_file_that_is_not_a_small_regular_file(tmp_path, kind):
+    path, reason = _hostile(kind, tmp_path)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "monitor", "render", str(J2), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"monitor render blocked on {path}")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith(f"monitor render: {path}: {reason}"), proc.stderr

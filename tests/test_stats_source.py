@@ -201,7 +201,12 @@ def test_a_slow_or_huge_socket_answer_is_cut_off_in_time(tmp_path, mode, message
 
 @pytest.mark.parametrize(
     ("mode", "message"),
-    [("trickle", "within the deadline"), ("hang", "within the deadline"), ("huge", "larger than 0.25 MiB")],
+    [
+        ("trickle", "within the deadline"),
+        ("hang", "within the deadline"),
+        ("slow-headers", "within the deadline"),
+        ("huge", "larger than 0.25 MiB"),
+    ],
 )
 def test_a_slow_or_huge_stats_page_is_cut_off_in_time(mode, message):
     with FakeHTTP(mode).running() as fake:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import socket
+import ssl
+import threading
 import time
 from dataclasses import dataclass
-
-import requests
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -18,51 +22,81 @@ class HealthSample:
     latency: float
 
 
-def _describe(exc: requests.RequestException, url: str, timeout: float) -> str:
-    if isinstance(exc, requests.Timeout):
-        return f"no answer from {url} within {timeout:g}s"
-    if isinstance(exc, requests.ConnectionError):
-        text = str(exc)
-        if "Connection refused" in text:
-            return f"connection refused to {url}"
-        if "timed out" in text:
-            return f"no answer from {url} within {timeout:g}s"
-        if "BadStatusLine" in text or "RemoteDisconnected" in text:
-            return f"invalid HTTP response from {url}"
-        return f"cannot connect to {url}: {_last_line(text)}"
-    return f"request to {url} failed: {_last_line(str(exc))}"
-
-
 def _last_line(text: str) -> str:
-    # urllib3 nests causes as "...: ...(...)"; the tail is the useful part and must stay on one line.
+    # Nested causes read as "...: ...(...)"; the tail is the useful part and must stay on one line.
     line = " ".join(text.split())
     return line[-200:]
 
 
-def check_health(url: str, *, timeout: float) -> HealthSample:
-    """GET url; ok only on HTTP 200. Never raises; returns within about ``timeout`` for a silent server.
+def _describe(exc: Exception, url: str, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {url} within {timeout:g}s"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused to {url}"
+    if isinstance(exc, http.client.HTTPException | ConnectionResetError):
+        return f"invalid HTTP response from {url}"
+    if isinstance(exc, ssl.SSLError | OSError):
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return f"cannot connect to {url}: {_last_line(reason)}"
+    return f"request to {url} failed: {_last_line(str(exc))}"
 
-    ``timeout`` bounds the connect and each read of the status line and headers; the body is never
-    read (only the status matters), so a server trickling an endless body cannot hold the loop.
+
+def check_health(url: str, *, timeout: float) -> HealthSample:
+    """GET url; ok only on HTTP 200. Never raises; returns within about ``timeout`` whatever the server does.
+
+    ``timeout`` is one deadline for the whole exchange (connect, request, status line and headers), not per
+    read: a server trickling its headers a byte at a time is cut when it passes. The body is never read
+    (only the status matters). HTTP(S)_PROXY from the environment is ignored: a localhost health check must
+    never be rerouted.
     """
     start = time.monotonic()
 
     def sample(ok: bool, status: int | None, reason: str) -> HealthSample:
         return HealthSample(ok=ok, status=status, reason=reason, latency=time.monotonic() - start)
 
-    session = requests.Session()
-    # HTTP(S)_PROXY from the environment must never reroute a localhost health check.
-    session.trust_env = False
     try:
-        # stream=True reads only the status line and headers; closing drops the body unread.
-        with session.get(url, timeout=(timeout, timeout), stream=True, allow_redirects=False) as resp:
-            status = resp.status_code
-    except requests.RequestException as exc:
-        return sample(False, None, _describe(exc, url, timeout))
-    except (ValueError, OSError) as exc:  # e.g. a URL requests cannot parse
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
         return sample(False, None, f"request to {url} failed: {_last_line(str(exc))}")
+    if parts.scheme not in ("http", "https") or not host:
+        return sample(False, None, f"request to {url} failed: not an http:// or https:// URL")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection(host, port, timeout=timeout)
+        if parts.scheme == "https"
+        else http.client.HTTPConnection(host, port, timeout=timeout)
+    )
+    # http.client's timeout applies to each recv; a timer that shuts the socket down makes it a deadline.
+    cut = threading.Event()
+
+    def stop() -> None:
+        cut.set()
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    resp: http.client.HTTPResponse | None = None
+    try:
+        conn.connect()
+        if cut.is_set():  # the connect used up the deadline before the timer had a socket to shut
+            raise TimeoutError
+        conn.request("GET", target, headers={"Connection": "close", "User-Agent": "haproxy-monitor"})
+        resp = conn.getresponse()
+        status = resp.status
+        if cut.is_set():
+            raise TimeoutError
+    except Exception as exc:  # a health check reports every failure, it never raises
+        return sample(False, None, _describe(TimeoutError() if cut.is_set() else exc, url, timeout))
     finally:
-        session.close()
+        timer.cancel()
+        if resp is not None:
+            resp.close()  # the body is dropped unread
+        conn.close()
     elapsed_ms = (time.monotonic() - start) * 1000
     if status == 200:
         return sample(True, status, f"200 from {url} in {elapsed_ms:.0f} ms")

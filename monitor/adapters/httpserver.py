@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client.exposition import choose_encoder
 
@@ -18,6 +20,17 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 Check = Callable[[], tuple[bool, dict[str, object]]]
+
+# Per connection: a request head must arrive whole within REQUEST_DEADLINE of the connection (or of the last
+# answer on a kept-alive one), so a client trickling a byte a second is cut; an answer must be taken within
+# RESPONSE_DEADLINE. Heads larger than MAX_HEAD_BYTES are cut too (ours are a few hundred bytes).
+REQUEST_DEADLINE = 5.0
+RESPONSE_DEADLINE = 10.0
+MAX_HEAD_BYTES = 64 * 1024
+# At most MAX_CONNECTIONS connections (one thread and one descriptor each) are open at once; the kernel queues
+# BACKLOG more that were not accepted yet.
+MAX_CONNECTIONS = 64
+BACKLOG = 128
 
 
 class ListenError(Exception):
@@ -45,14 +58,26 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # stop() must not wait for clients: every connection ends by its own deadline anyway.
+    block_on_close = False
     # Fail loudly when the port is held by a listener, but do not refuse a restart while old
     # connections sit in TIME_WAIT (SO_REUSEADDR on Linux does exactly that).
     allow_reuse_address = True
+    request_queue_size = BACKLOG
 
     def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, family: socket.AddressFamily
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        family: socket.AddressFamily,
+        max_connections: int,
     ) -> None:
         self.address_family = family
+        self.max_connections = max_connections
+        # Open connections → when each began waiting for its next request (None while being answered).
+        self._open: dict[socket.socket, float | None] = {}
+        self._open_lock = threading.Lock()
         super().__init__(address, handler)
 
     def server_bind(self) -> None:
@@ -62,6 +87,123 @@ class _Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def open_connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
+    def mark(self, conn: socket.socket, *, waiting: bool) -> None:
+        with self._open_lock:
+            if conn in self._open:
+                self._open[conn] = time.monotonic() if waiting else None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of descriptors (not through us: we hold at most max_connections): the pending connection
+                # stays readable, so without a pause serve_forever would spin on accept at full CPU.
+                time.sleep(0.1)
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Admit the connection, making room by closing the one that has waited longest for its request.
+
+        Idle and trickling connections are what a flood is made of, and a probe sends its request at once:
+        evicting the longest-waiting one keeps /healthz answering while the flood lasts. When all open
+        connections are being answered the newcomer is closed at once.
+        """
+        with self._open_lock:
+            if len(self._open) >= self.max_connections:
+                waiting = [(since, conn) for conn, since in self._open.items() if since is not None]
+                if not waiting:
+                    admitted = False
+                else:
+                    _, oldest = min(waiting, key=lambda item: item[0])
+                    del self._open[oldest]
+                    # Under the lock: its own thread deregisters under the lock before closing it, so this
+                    # never reaches a descriptor number that was closed and reused.
+                    with contextlib.suppress(OSError):
+                        oldest.shutdown(socket.SHUT_RDWR)  # its thread sees EOF and ends
+                    admitted = True
+            else:
+                admitted = True
+            if admitted:
+                self._open[request] = time.monotonic()
+        if not admitted:
+            socketserver.TCPServer.shutdown_request(self, request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.shutdown_request(request)  # no thread to serve it (e.g. thread limit)
+            raise
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away, is cut at its deadline or sends an oversized head is routine, not a
+        # traceback on stderr (the log stream).
+        return
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The handler's socket as a raw stream whose reads share the handler's deadline and byte budget.
+
+    A socket timeout applies to each recv, so a client sending a byte just before each expiry would never be
+    cut: here every recv may wait only for what is left of the deadline.
+    """
+
+    def __init__(self, handler: _Limits) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        handler = self._handler
+        left = handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        if handler.head_budget <= 0:
+            raise ConnectionAbortedError(f"request head larger than {MAX_HEAD_BYTES} bytes")
+        handler.connection.settimeout(left)
+        n: int = handler.connection.recv_into(buffer)
+        handler.head_budget -= n
+        return n
+
+
+class _Limits(BaseHTTPRequestHandler):
+    """BaseHTTPRequestHandler with a deadline and a size budget for each request, and one for each answer."""
+
+    timeout = REQUEST_DEADLINE  # also bounds each send
+    deadline = 0.0
+    head_budget = MAX_HEAD_BYTES
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the plain file object; ours below reads the same socket under the deadline
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
+
+    def handle_one_request(self) -> None:
+        self.deadline = time.monotonic() + REQUEST_DEADLINE
+        self.head_budget = MAX_HEAD_BYTES
+        cast(_Server, self.server).mark(self.connection, waiting=True)
+        super().handle_one_request()
+
+    def answering(self) -> None:
+        """The request head is in: from now on the answer's deadline applies, and no eviction."""
+        cast(_Server, self.server).mark(self.connection, waiting=False)
+        self.deadline = time.monotonic() + RESPONSE_DEADLINE
+
+    def within_deadline(self) -> None:
+        """Call before each write: sendall's timeout bounds the whole call (not each send) since Python 3.5."""
+        self.connection.settimeout(max(0.001, self.deadline - time.monotonic()))
 
 
 class StatusServer:
@@ -74,8 +216,10 @@ class StatusServer:
         healthz: Check,
         readyz: Check,
         registry: CollectorRegistry,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._listen = listen
+        self._max_connections = max_connections
         self._host, self._port = parse_listen(listen)
         self._checks: dict[str, Check] = {"/healthz": healthz, "/readyz": readyz}
         self._registry = registry
@@ -99,7 +243,9 @@ class StatusServer:
         handler = self._handler_class()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         try:
-            server = _Server((self._host, self._port), handler, family=family)
+            server = _Server(
+                (self._host, self._port), handler, family=family, max_connections=self._max_connections
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(f"--listen {self._listen}: address already in use") from None
@@ -116,6 +262,10 @@ class StatusServer:
             target=server.serve_forever, kwargs={"poll_interval": None}, name="status-http", daemon=True
         )
         self._thread.start()
+
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed (at most ``max_connections``)."""
+        return self._server.open_connections() if self._server is not None else 0
 
     def stop(self) -> None:
         """Stop serving and close the socket; safe to call twice."""
@@ -136,11 +286,12 @@ class StatusServer:
         checks = self._checks
         registry = self._registry
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Limits):
             server_version = "haproxy-monitor"
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                self.answering()
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     # Honour Accept like prometheus_client's own server (OpenMetrics when asked).
@@ -170,8 +321,10 @@ class StatusServer:
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Cache-Control", "no-store")
+                self.within_deadline()
                 self.end_headers()
                 if self.command != "HEAD":
+                    self.within_deadline()
                     self.wfile.write(data)
 
             def log_message(self, format: str, *args: Any) -> None:

@@ -6,6 +6,7 @@ import errno
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,9 +62,17 @@ class Reloader:
         return True
 
     def _send(self) -> None:
+        # One deadline for the whole exchange (connect, then write): a handler whose backlog is full or that
+        # never reads cannot hold the loop longer than ``timeout``. Nothing is read back (HAProxy 2.6's master
+        # answers nothing), so there is no answer to cap.
+        deadline = time.monotonic() + self._timeout
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self._timeout)
             sock.connect(os.fspath(self.socket_path))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
             sock.sendall(b"reload\n")
             sock.shutdown(socket.SHUT_WR)
 
@@ -74,6 +83,7 @@ class Reloader:
             errno.EPIPE: "connection closed while writing",
             errno.ECONNRESET: "connection reset while writing",
             errno.EACCES: "permission denied",
+            errno.EAGAIN: "the handler accepts no connection (its backlog is full)",
         }.get(exc.errno or 0, str(exc) if not exc.strerror else exc.strerror)
         if isinstance(exc, TimeoutError):
             what = f"no answer within {self._timeout}s"

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from monitor.adapters.config_writer import MAX_CONFIG_BYTES
+from monitor.boundedread import read_bounded
 from monitor.logs import Log
 from monitor.model import ServerState
 from monitor.statsconfig import StatsPage, page_from_url, stats_endpoints
@@ -340,7 +342,7 @@ class StatsSource:
         with self._lock:
             if key != self._parsed_key:
                 try:
-                    text = self.cfg.read_text(errors="replace")
+                    text = read_bounded(self.cfg, limit=MAX_CONFIG_BYTES).decode(errors="replace")
                 except OSError as exc:
                     raise StatsUnavailable(f"{self.cfg}: {exc.strerror or exc}") from None
                 found = stats_endpoints(text)

@@ -7,6 +7,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from monitor.boundedread import read_bounded
 from monitor.model import LBConfig
 from monitor.render.data import go_data, jinja_data
 from monitor.render.gotemplate import GoOutputTooLarge, GoTemplateError, parse_go_template
@@ -21,6 +22,8 @@ Language = Literal["go", "jinja2"]
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 # Integers a template may compute with `**`: Python prints no more than 4,300 digits anyway.
 _MAX_POWER_BITS = 16_384
+# Templates are a few KiB; the cap only stops a wrong path (a log, a disk image) from being parsed as one.
+MAX_TEMPLATE_BYTES = 1024 * 1024
 
 
 class RenderError(Exception):
@@ -162,7 +165,8 @@ class Renderer:
     def load(self) -> None:
         """Read and parse the template; raises RenderError (the previous parse is kept on failure)."""
         try:
-            source = self.path.read_text(encoding="utf-8")
+            # Bounded and non-blocking: a FIFO or device here must not hang the loop that calls load().
+            source = read_bounded(self.path, limit=MAX_TEMPLATE_BYTES).decode("utf-8")
             self.mode = self.path.stat().st_mode & 0o7777
         except OSError as exc:
             raise RenderError(f"{self.path}: cannot read template: {exc.strerror or exc}") from None
