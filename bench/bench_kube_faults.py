@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python bench/bench_kube_faults.py [--seconds 10]
 The watcher runs with its production defaults (backoff, timeouts, no fallback); the first list succeeds,
-then the fault starts and the simulated server's request counter is read over the window.
+then the fault starts, the open watch is cut, and the simulated server's request counter is read over the
+window (for a closed port, the watcher's own count of requests sent).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def measure(directory: Path, name: str, start_fault: Callable[[KubeSim], None] |
         first.wait(10)
         if start_fault is not None:
             start_fault(sim)
+            sim.cut_streams()  # the open watch would otherwise outlive the window untouched by the fault
         count = (lambda: sim.request_count()) if start_fault is not None else watcher.request_count
         before = count()
         time.sleep(seconds)
