@@ -228,7 +228,7 @@ def test_a_watch_that_times_out_normally_is_reopened_at_once_and_changes_arrive_
         rec.wait_names({"m0", "m1"})
         wait_for(lambda: sim.request_count("watch") >= 4, timeout=10, what="watches after normal timeouts")
         watches = [r.at for r in sim.request_log() if r.kind == "watch"]
-        assert all(b - a < 1.5 for a, b in itertools.pairwise(watches)), watches
+        assert all(b - a < 2.0 for a, b in itertools.pairwise(watches)), watches  # 1 s each, no pause
         start = time.monotonic()
         sim.update_node("m1", addresses=[("InternalIP", "192.0.2.21")])
         rec.wait_for(
