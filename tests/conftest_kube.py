@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.adapters.kube import KubeWatcher
+from monitor.adapters.kube.client import Limits
 from monitor.events import Connectivity, Objects
 from monitor.testbed.apiserver import KubeSim
 
@@ -91,8 +92,13 @@ def running_watcher(
     request_timeout: float = 2.0,
     watch_timeout_range: tuple[float, float] = (20.0, 30.0),
     backoff: tuple[float, float] = (0.1, 1.0),
+    limits: Limits | None = None,
+    secrets_dir: Path | None = None,
 ) -> Iterator[KubeWatcher]:
-    """Run a KubeWatcher in a thread for the block; stops it and checks that run() returned quickly."""
+    """Run a KubeWatcher in a thread for the block; stops it and checks that run() returned quickly.
+
+    Key files go to *secrets_dir*, by default a directory next to the kubeconfig (not the shared /tmp).
+    """
     watcher = KubeWatcher(
         kubeconfig=kubeconfig,
         source=source,  # type: ignore[arg-type]
@@ -103,6 +109,8 @@ def running_watcher(
         request_timeout=request_timeout,
         watch_timeout_range=watch_timeout_range,
         backoff=backoff,
+        limits=limits,
+        secrets_dir=secrets_dir or kubeconfig.parent / "secrets",
     )
     stop = threading.Event()
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)

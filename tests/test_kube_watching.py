@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from monitor.adapters.kube.client import Api
+from monitor.adapters.kube.credentials import SecretDir
 from monitor.adapters.kube.errors import Gone
 from monitor.adapters.kube.watching import (
     Change,
@@ -32,7 +33,11 @@ def sim(tmp_path: Path) -> Iterator[KubeSim]:
 
 @pytest.fixture
 def api(sim: KubeSim, tmp_path: Path) -> Iterator[Api]:
-    api = Api(kubeconfig=sim.write_kubeconfig(tmp_path / "kc", user="before"), request_timeout=2.0)
+    api = Api(
+        kubeconfig=sim.write_kubeconfig(tmp_path / "kc", user="before"),
+        request_timeout=2.0,
+        secrets=SecretDir(tmp_path / "secrets"),
+    )
     yield api
     api.close()
 

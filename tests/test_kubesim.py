@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -232,3 +233,61 @@ def test_cut_streams_ends_open_watches_abruptly(sim: KubeSim, tmp_path: Path) ->
     assert sim.cut_streams() == 1
     thread.join(5)
     assert outcome and outcome != ["clean end"]
+
+
+def test_the_watch_faults_expire_every_watch_or_end_it_at_once(sim: KubeSim, tmp_path: Path) -> None:
+    sim.add_node("m0")
+    api = core(sim.write_kubeconfig(tmp_path / "kc"))
+    rv = api.list_node().metadata.resource_version
+    sim.expire_watches()
+    resp = api.list_node(watch=True, resource_version=rv, timeout_seconds=30, _preload_content=False)
+    body = resp.read().decode()
+    assert '"type": "ERROR"' in body and '"code": 410' in body
+    assert int(api.list_node().metadata.resource_version) >= int(rv), "lists still work"
+    sim.end_watches()
+    started = time.monotonic()
+    resp = api.list_node(watch=True, resource_version=rv, timeout_seconds=30, _preload_content=False)
+    assert resp.status == 200 and resp.read() == b""
+    assert time.monotonic() - started < 5
+
+
+def test_the_throttle_fault_answers_429_with_retry_after_and_is_counted(sim: KubeSim, tmp_path: Path) -> None:
+    api = core(sim.write_kubeconfig(tmp_path / "kc"))
+    sim.throttle(retry_after=0)  # the official client itself retries a few times after a Retry-After
+    with pytest.raises(client.ApiException) as err:
+        api.list_node()
+    assert err.value.status == 429 and err.value.headers["Retry-After"] == "0"
+    assert sim.request_count("list") >= 1 and sim.request_log()[-1].at > 0
+
+
+def test_garbled_lists_and_events_carry_what_their_case_names(sim: KubeSim, tmp_path: Path) -> None:
+    sim.add_node("m0")
+    api = core(sim.write_kubeconfig(tmp_path / "kc"))
+    rv = api.list_node().metadata.resource_version
+    sim.garble(lists="no items", events="status not an object")
+    resp = api.list_node(_preload_content=False)
+    assert "items" not in json.loads(resp.read())
+    sim.update_node("m0", labels={"changed": "yes"})
+    resp = api.list_node(watch=True, resource_version=rv, timeout_seconds=1, _preload_content=False)
+    (event,) = [json.loads(line) for line in resp.read().splitlines() if b'"BOOKMARK"' not in line]
+    assert event["type"] == "MODIFIED" and event["object"]["status"] == "Ready"
+    sim.clear_faults()
+    assert names(api.list_node()) == ["m0"]
+
+
+def test_the_trickle_fault_sends_a_list_body_byte_by_byte(sim: KubeSim, tmp_path: Path) -> None:
+    api = core(sim.write_kubeconfig(tmp_path / "kc"))
+    sim.trickle()
+    resp = api.list_node(_preload_content=False)
+    first = resp.read1(1024)
+    assert len(first) <= 2, "more than a byte or two arrived at once"
+    sim.clear_faults()
+    assert json.loads(first + resp.read())["kind"] == "NodeList"
+
+
+def test_the_refuse_fault_counts_the_connections_it_resets(sim: KubeSim, tmp_path: Path) -> None:
+    api = core(sim.write_kubeconfig(tmp_path / "kc"))
+    sim.refuse()
+    with pytest.raises((urllib3.exceptions.HTTPError, client.ApiException)):
+        api.list_node(_request_timeout=2)
+    assert sim.request_count("refused") >= 1

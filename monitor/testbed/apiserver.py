@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +29,42 @@ NODES = "nodes"
 ENDPOINTSLICES = "endpointslices"
 _DEFAULT_WATCH_TIMEOUT = 1800.0
 _KIND = {NODES: ("v1", "Node"), ENDPOINTSLICES: ("discovery.k8s.io/v1", "EndpointSlice")}
+_MiB = 1024 * 1024
+
+
+def _with_first_item(body: Obj, change: Callable[[Obj], None]) -> Obj:
+    items = copy.deepcopy(body["items"])
+    if items:
+        change(items[0])
+    return {**body, "items": items}
+
+
+def _with_object(event: Obj, change: Callable[[Obj], None]) -> Obj:
+    obj = copy.deepcopy(event["object"])
+    change(obj)
+    return {**event, "object": obj}
+
+
+# How a broken (or hostile) API server garbles an answer: each case turns a well-formed body into a bad one.
+GARBLED_LISTS: dict[str, Callable[[Obj], Any]] = {
+    "no items": lambda body: {k: v for k, v in body.items() if k != "items"},
+    "items not a list": lambda body: {**body, "items": {"name": "master-0"}},
+    "an item not an object": lambda body: {**body, "items": [*body["items"], "master-9"]},
+    "metadata not an object": lambda body: _with_first_item(body, lambda o: o.update(metadata="master-0")),
+    "status not an object": lambda body: _with_first_item(body, lambda o: o.update(status="Ready")),
+    "annotations not an object": lambda body: _with_first_item(
+        body, lambda o: o["metadata"].update(annotations=["k8s.ovn.org/host-cidrs"])
+    ),
+    "over 64 MiB": lambda body: {**body, "padding": "x" * (64 * _MiB + 1)},
+}
+GARBLED_EVENTS: dict[str, Callable[[Obj], Any]] = {
+    "object not an object": lambda event: {**event, "object": "master-0"},
+    "status not an object": lambda event: _with_object(event, lambda o: o.update(status="Ready")),
+    "annotations not an object": lambda event: _with_object(
+        event, lambda o: o["metadata"].update(annotations="k8s.ovn.org/host-cidrs")
+    ),
+    "over 16 MiB": lambda event: {**event, "padding": "x" * (16 * _MiB + 1)},
+}
 
 
 class SelectorError(ValueError):
@@ -86,7 +122,8 @@ class RequestRecord:
     user: str
     method: str
     path: str
-    kind: str  # list | watch | get | other | rejected
+    kind: str  # list | watch | get | other | rejected | refused (a connection reset by the refuse fault)
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -171,6 +208,9 @@ class KubeSim:
         self._horizon = 1
         self._collections: dict[str, _Collection] = {NODES: _Collection(), ENDPOINTSLICES: _Collection()}
         self._fault: str | None = None
+        self._retry_after = 0
+        self._garbled_list: Callable[[Obj], Any] | None = None
+        self._garbled_event: Callable[[Obj], Any] | None = None
         self._stopping = False
         self._stream_gen = 0
         self._streams: set[socket.socket] = set()
@@ -427,7 +467,33 @@ class KubeSim:
         """Accept connections and read requests but never answer (until the fault is cleared)."""
         self._set_fault("hang")
 
+    def expire_watches(self) -> None:
+        """Answer every watch with a 410 Expired error event, as a server whose history is always too short."""
+        self._set_fault("expire")
+
+    def end_watches(self) -> None:
+        """End every watch at once: 200 and an empty stream, as a proxy that closes long requests."""
+        self._set_fault("endwatch")
+
+    def throttle(self, *, retry_after: int) -> None:
+        """Answer every request with 429 Too Many Requests and ``Retry-After: retry_after``."""
+        with self._cond:
+            self._retry_after = retry_after
+        self._set_fault("throttle")
+
+    def trickle(self) -> None:
+        """Send list bodies one byte every 0.2 s, as a server that never quite answers."""
+        self._set_fault("trickle")
+
+    def garble(self, *, lists: str | None = None, events: str | None = None) -> None:
+        """Serve list bodies and watch events (not bookmarks) mangled as GARBLED_LISTS / GARBLED_EVENTS name it."""
+        with self._cond:
+            self._garbled_list = GARBLED_LISTS[lists] if lists else None
+            self._garbled_event = GARBLED_EVENTS[events] if events else None
+
     def clear_faults(self) -> None:
+        """End every fault and every garbling."""
+        self.garble()
         self._set_fault(None)
 
     def _set_fault(self, fault: str | None) -> None:
@@ -469,6 +535,11 @@ class KubeSim:
         with self._cond:
             self._log.append(record)
             self._counts[record.kind] = self._counts.get(record.kind, 0) + 1
+
+    def _garbled(self, body: Obj, *, event: bool) -> Any:
+        with self._cond:
+            garble = self._garbled_event if event else self._garbled_list
+        return garble(body) if garble is not None else body
 
     # -- internals used by the handler -----------------------------------------------------------------
 
@@ -539,6 +610,7 @@ class _Server(ThreadingHTTPServer):
         with sim._cond:
             fault = sim._fault
         if fault == "refuse":
+            sim._count(RequestRecord("", "", "", "refused", time.monotonic()))
             _abort(raw)
             return
         raw.settimeout(10)
@@ -629,13 +701,40 @@ class _Handler(BaseHTTPRequestHandler):
             return self.server.sim.tokens.get(auth[len("Bearer ") :].strip())
         return None
 
-    def _send_json(self, code: int, body: Obj) -> None:
+    def _send_json(self, code: int, body: Any, *, headers: Mapping[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_list(self, code: int, body: Obj) -> None:
+        sim = self.server.sim
+        if code != 200:
+            self._send_json(code, body)
+            return
+        garbled = sim._garbled(body, event=False)
+        with sim._cond:
+            trickle = sim._fault == "trickle"
+        if not trickle:
+            self._send_json(code, garbled)
+            return
+        data = json.dumps(garbled).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        for i in range(len(data)):
+            with sim._cond:
+                if sim._stopping or sim._fault != "trickle":
+                    self.wfile.write(data[i:])
+                    return
+                sim._cond.wait(0.2)
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
 
     def _send_text(self, code: int, text: str) -> None:
         data = text.encode()
@@ -664,7 +763,7 @@ class _Handler(BaseHTTPRequestHandler):
         user = self._user()
         kind = _request_kind(parts.path, params, method)
         if fault == "hang":
-            sim._count(RequestRecord(user or "", method, self.path, kind))
+            sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
             with sim._cond:
                 while sim._fault == "hang" and not sim._stopping:
                     sim._cond.wait(1.0)
@@ -672,14 +771,21 @@ class _Handler(BaseHTTPRequestHandler):
             _abort(self.connection)
             return
         if fault == "status500":
-            sim._count(RequestRecord(user or "", method, self.path, kind))
+            sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
             self._send_json(500, _status(500, "InternalError", "simulated internal error"))
             return
+        if fault == "throttle":
+            sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
+            with sim._cond:
+                retry_after = sim._retry_after
+            body = _status(429, "TooManyRequests", "simulated overload: too many requests")
+            self._send_json(429, body, headers={"Retry-After": str(retry_after)})
+            return
         if user is None:
-            sim._count(RequestRecord("", method, self.path, "rejected"))
+            sim._count(RequestRecord("", method, self.path, "rejected", time.monotonic()))
             self._send_json(401, _status(401, "Unauthorized", "Unauthorized"))
             return
-        sim._count(RequestRecord(user, method, self.path, kind))
+        sim._count(RequestRecord(user, method, self.path, kind, time.monotonic()))
         path = parts.path.rstrip("/") or "/"
         if path in ("/readyz", "/healthz", "/livez"):
             self._send_text(200, "ok")
@@ -719,13 +825,16 @@ class _Handler(BaseHTTPRequestHandler):
         if rv not in (None, "") and not str(rv).isdigit():
             self._send_json(400, _status(400, "BadRequest", f"invalid resourceVersion {rv!r}"))
             return
-        self._send_json(*sim._list(query, rv, limit, params.get("continue")))
+        self._send_list(*sim._list(query, rv, limit, params.get("continue")))
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _event(self, etype: str, obj: Obj) -> None:
-        self._chunk(json.dumps({"type": etype, "object": obj}).encode() + b"\n")
+        event: Any = {"type": etype, "object": obj}
+        if etype not in ("BOOKMARK", "ERROR"):
+            event = self.server.sim._garbled(event, event=True)
+        self._chunk(json.dumps(event).encode() + b"\n")
 
     def _watch(self, query: _Query, params: Mapping[str, str]) -> None:
         sim = self.server.sim
@@ -748,7 +857,10 @@ class _Handler(BaseHTTPRequestHandler):
         pending: list[tuple[str, Obj]] = []
         with sim._cond:
             sim._streams.add(self.connection)
-            if 0 <= cursor < sim._horizon:
+            fault = sim._fault
+            if fault == "endwatch":
+                cursor = -2
+            elif fault == "expire" or 0 <= cursor < sim._horizon:
                 expired = _status(410, "Expired", f"too old resource version: {cursor} ({sim._horizon})")
                 pending.append(("ERROR", expired))
                 cursor = -2

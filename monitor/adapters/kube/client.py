@@ -6,6 +6,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,24 +16,41 @@ from urllib.parse import urlencode
 
 import urllib3
 import urllib3.connection
-import yaml
 from kubernetes.client import configuration as k8s_configuration
 from kubernetes.client import rest as k8s_rest
 from kubernetes.config import kube_config
 
+from monitor.adapters.kube.credentials import SecretDir, load_kubeconfig, resolve
 from monitor.adapters.kube.errors import (
     ConfigError,
+    InsecureServer,
     Interrupted,
     KubeError,
-    RequestFailed,
+    Malformed,
     Unreachable,
     describe,
     error_for_status,
     one_line,
     status_message,
 )
+from monitor.adapters.kube.pacing import Pacer, retry_after_seconds
 
 _USER_AGENT = "haproxy-monitor/0.1"
+_MiB = 1024 * 1024
+_READ_BYTES = 64 * 1024  # one read of a body: small enough to check the deadline often
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the adapter asks of API servers and accepts from them; the defaults are the production values."""
+
+    rate: float = 1.0  # requests per second on average, over every retry path and server together
+    burst: int = 3  # requests at once: a first list and watch (and a fallback's) go out without delay
+    # The longest Retry-After honoured: a broken server cannot park the monitor for hours.
+    retry_after_cap: float = 30.0
+    list_bytes: int = 64 * _MiB  # one list body
+    line_bytes: int = 16 * _MiB  # one watch event
+    list_seconds: float = 60.0  # one list body, from its headers to its last byte
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,7 @@ class Client:
     rest: Any  # kubernetes.client.rest.RESTClientObject (untyped)
     config: Any  # kubernetes.client.Configuration (untyped)
     primary: str
+    secrets: Path | None = None  # the private copies of its CA, certificate and key; removed with it
 
 
 class Api:
@@ -50,9 +69,19 @@ class Api:
     Thread-safe where it says so; everything else belongs to the one thread that sends the requests.
     """
 
-    def __init__(self, *, kubeconfig: Path, request_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        request_timeout: float,
+        limits: Limits = Limits(),
+        secrets: SecretDir | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.request_timeout = request_timeout
+        self.limits = limits
+        self.secrets = secrets or SecretDir()
+        self._pacer = Pacer(rate=limits.rate, burst=limits.burst, clock=time.monotonic)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._reload = False
@@ -63,9 +92,10 @@ class Api:
     # -- thread-safe -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Refuse every further request and cut those in flight (they raise Interrupted)."""
+        """Refuse every further request, cut those in flight (they raise Interrupted), remove the key files."""
         self._closed.set()
         self._abort_requests()
+        self.secrets.close()
 
     def reload(self) -> None:
         """Read the kubeconfig again before the next request, and cut the requests made with the old one."""
@@ -104,11 +134,19 @@ class Api:
         if client is not None:
             # Pooled connections carry the old TLS identity: close them so the next handshake reads the files.
             client.rest.pool_manager.clear()
+            if client.secrets is not None:
+                self.secrets.discard(client.secrets)
 
     def request(
         self, client: Client, server: str, path: str, query: Mapping[str, str], *, read_timeout: float
     ) -> Any:
-        """Send one GET; returns the urllib3 response (body unread) for 2xx, raises a KubeError otherwise."""
+        """Send one GET; returns the urllib3 response (body unread) for 2xx, raises a KubeError otherwise.
+
+        Waits first for the pacer (the rate limit, the server's Retry-After); close() ends the wait.
+        """
+        if not server.startswith("https://"):
+            # Neither credentials nor the answers that pick the backends may travel in clear.
+            raise InsecureServer(f"server {server} is not https://: no request is sent without TLS")
         url = server + path + ("?" + urlencode(query) if query else "")
         headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
         try:
@@ -118,9 +156,11 @@ class Api:
         if auth and auth.get("value"):
             headers["Authorization"] = auth["value"]
         with self._lock:
-            self._requests += 1
-        if self._closed.is_set():
+            wait = self._pacer.reserve(server)
+        if self._closed.wait(wait) if wait > 0 else self._closed.is_set():
             raise Interrupted()
+        with self._lock:
+            self._requests += 1
         try:
             wrapped = client.rest.request(
                 "GET", url, headers=headers, _request_timeout=(self.request_timeout, read_timeout)
@@ -132,31 +172,59 @@ class Api:
         resp = wrapped.response
         if 200 <= resp.status < 300:
             return resp
+        if resp.status in (429, 503):
+            delay = retry_after_seconds(resp.headers.get("Retry-After"), cap=self.limits.retry_after_cap)
+            if delay is not None:
+                with self._lock:
+                    self._pacer.retry_after(server, delay)
         detail = status_message(resp)
+        # Only the start of the body was read: the connection cannot serve another request.
+        resp.close()
         resp.release_conn()
         raise error_for_status(
             resp.status, server=server, path=path, detail=detail, kubeconfig=self.kubeconfig
         )
 
     def get_json(self, client: Client, server: str, path: str, query: Mapping[str, str]) -> dict[str, Any]:
-        """GET a JSON object."""
+        """GET a JSON object of at most limits.list_bytes, all of it within limits.list_seconds."""
         resp = self.request(client, server, path, query, read_timeout=self.request_timeout)
+        complete = False
         try:
-            data = resp.data
+            data = self._body(resp, server=server, path=path)
+            complete = True
+        except Malformed:
+            raise
         except Exception as exc:
-            resp.close()
             if self.interrupted():
                 raise Interrupted() from None
             raise Unreachable(describe(exc, server=server, timeout=self.request_timeout)) from None
         finally:
+            if not complete:
+                resp.close()  # unread bytes must not go back to the pool
             resp.release_conn()
         try:
             body = json.loads(data)
         except ValueError:
-            raise RequestFailed(f"{server}: {path} answered something that is not JSON") from None
+            raise Malformed(f"{server}: {path}: an answer that is not JSON") from None
         if not isinstance(body, dict):
-            raise RequestFailed(f"{server}: {path} answered JSON that is not an object")
+            raise Malformed(f"{server}: {path}: an answer that is not a JSON object")
         return body
+
+    def _body(self, resp: Any, *, server: str, path: str) -> bytes:
+        limit, seconds = self.limits.list_bytes, self.limits.list_seconds
+        declared = str(resp.headers.get("Content-Length") or "")
+        if declared.isdigit() and int(declared) > limit:
+            raise Malformed(f"{server}: {path}: an answer of {declared} bytes, over the {_size(limit)} limit")
+        deadline = time.monotonic() + seconds
+        body = bytearray()
+        while chunk := resp.read1(_READ_BYTES):
+            body += chunk
+            if len(body) > limit:
+                raise Malformed(f"{server}: {path}: an answer over the {_size(limit)} limit")
+            # Each read has the read timeout; a server that trickles bytes meets this deadline instead.
+            if time.monotonic() > deadline:
+                raise Malformed(f"{server}: {path}: the answer did not finish within {seconds:g} s")
+        return bytes(body)
 
     def probe(self, client: Client, server: str) -> bool:
         """Whether *server* answers /readyz with 2xx within a few seconds."""
@@ -165,8 +233,12 @@ class Api:
         except (KubeError, Interrupted):
             return False
         try:
-            resp.data  # noqa: B018 - drain the body so the connection can be reused
+            # "ok" is all a ready server says: two reads at most (each within the read timeout), and a
+            # connection with more to read is not reused.
+            if resp.read1(_READ_BYTES) and resp.read1(1):
+                resp.close()
         except Exception:
+            resp.close()
             return False
         finally:
             resp.release_conn()
@@ -175,28 +247,35 @@ class Api:
     # -- internals ---------------------------------------------------------------------------------------
 
     def _load(self) -> Client:
+        # Every file is read here, bounded; the loader and TLS then read only the private copies.
+        resolved = resolve(load_kubeconfig(self.kubeconfig), kubeconfig=self.kubeconfig)
+        secrets = self.secrets.write(resolved.files)
+        try:
+            return self._client_from(resolved.place(secrets), secrets)
+        except BaseException:
+            self.secrets.discard(secrets)
+            raise
+
+    def _client_from(self, doc: dict[str, Any], secrets: Path) -> Client:
         cfg = k8s_configuration.Configuration()
         try:
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(self.kubeconfig), client_configuration=cfg, persist_config=False
+            loader = kube_config.KubeConfigLoader(  # type: ignore[no-untyped-call]
+                config_dict=doc, config_base_path=str(self.kubeconfig.parent), temp_file_path=str(secrets)
             )
+            loader.load_and_set(cfg)  # type: ignore[no-untyped-call]
         except Exception as exc:  # the loader raises anything from ConfigException to TypeError on bad input
-            # It words a missing file as "Invalid kube-config file. No configuration found.": say what it is.
-            if not self.kubeconfig.exists():
-                raise ConfigError(f"kubeconfig {self.kubeconfig} does not exist") from None
-            if self.kubeconfig.is_dir():
-                raise ConfigError(f"kubeconfig {self.kubeconfig} is a directory, not a file") from None
             raise ConfigError(f"kubeconfig {self.kubeconfig}: {one_line(exc)}") from None
         host = str(cfg.host or "").rstrip("/")
         if not host.startswith("https://"):
-            raise ConfigError(
-                f"kubeconfig {self.kubeconfig}: server {host or '(none)'} must be an https:// URL"
+            raise InsecureServer(
+                f"kubeconfig {self.kubeconfig}: server {host or '(none)'} is not https://: "
+                "no request is sent without TLS"
             )
         cfg.verify_ssl = True  # insecure-skip-tls-verify is ignored on purpose
         cfg.retries = False  # one attempt per request; the watcher decides when to retry and where
         rest = k8s_rest.RESTClientObject(cfg)
         rest.pool_manager.pool_classes_by_scheme = _tracking_pools(self._conns)
-        return Client(rest=rest, config=cfg, primary=host)
+        return Client(rest=rest, config=cfg, primary=host, secrets=secrets)
 
     def _abort_requests(self) -> None:
         for conn in list(self._conns):
@@ -210,7 +289,7 @@ def credential_files(kubeconfig: Path) -> list[Path]:
     """The kubeconfig and the files its current context references (CA, client cert and key, token file)."""
     files = [kubeconfig]
     try:
-        doc = yaml.safe_load(kubeconfig.read_text())
+        doc = load_kubeconfig(kubeconfig)
         base = kubeconfig.parent
         ctx_name = doc.get("current-context")
         ctx = _named(doc.get("contexts"), ctx_name).get("context") or {}
@@ -218,7 +297,7 @@ def credential_files(kubeconfig: Path) -> list[Path]:
         user = _named(doc.get("users"), ctx.get("user")).get("user") or {}
         refs = [cluster.get("certificate-authority")]
         refs += [user.get("client-certificate"), user.get("client-key"), user.get("tokenFile")]
-    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+    except (ConfigError, AttributeError, TypeError):
         return files
     for ref in refs:
         if isinstance(ref, str) and ref:
@@ -226,6 +305,10 @@ def credential_files(kubeconfig: Path) -> list[Path]:
             if path not in files:
                 files.append(path)
     return files
+
+
+def _size(limit: int) -> str:
+    return f"{limit // _MiB} MiB" if limit % _MiB == 0 else f"{limit} bytes"
 
 
 def _named(entries: Any, name: Any) -> dict[str, Any]:

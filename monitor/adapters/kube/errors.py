@@ -32,6 +32,17 @@ class RequestFailed(KubeError):
     """Any other refusal (403, 404, a watch ERROR event): retry later with backoff."""
 
 
+class Malformed(KubeError):
+    """An answer that breaks the API's promises (wrong types, no items, too large, too slow): list again later.
+
+    Never data: what came with it is dropped whole, so the backends already served stay.
+    """
+
+
+class InsecureServer(ConfigError):
+    """A server URL that is not https://: no request is sent to it, so no credential travels in clear."""
+
+
 class Interrupted(Exception):
     """A request was aborted on purpose (close or credential reload): not an error, nothing to report."""
 
@@ -61,14 +72,18 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+# A Status body is a few hundred bytes; more is not read, whatever the server sends.
+_STATUS_BYTES = 64 * 1024
+
+
 def status_message(resp: Any) -> str:
-    """The message of a Status body in a refusal (urllib3 response), else the HTTP reason."""
+    """The message of a Status body in a refusal (urllib3 response, body unread), else the HTTP reason."""
     try:
-        body = json.loads(resp.data or b"{}")
+        body = json.loads(resp.read(_STATUS_BYTES) or b"{}")
     except (ValueError, OSError, urllib3.exceptions.HTTPError):
         return resp.reason or "no details"
     if isinstance(body, dict) and body.get("message"):
-        return " ".join(str(body["message"]).split())
+        return _short(str(body["message"]))
     return str(resp.reason or "no details")
 
 

@@ -13,8 +13,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from monitor.adapters.kube.client import Api, Client, credential_files
-from monitor.adapters.kube.errors import ConfigError, Interrupted, KubeError, Unauthorized, Unreachable
+from monitor.adapters.kube.client import Api, Client, Limits, credential_files
+from monitor.adapters.kube.credentials import SecretDir
+from monitor.adapters.kube.errors import (
+    ConfigError,
+    InsecureServer,
+    Interrupted,
+    KubeError,
+    Unauthorized,
+    Unreachable,
+)
 from monitor.adapters.kube.watching import (
     Change,
     Listing,
@@ -50,7 +58,12 @@ class KubeWatcher:
         request_timeout: float = 10.0,
         watch_timeout_range: tuple[float, float] = (300.0, 600.0),
         backoff: tuple[float, float] = (0.5, 30.0),
+        limits: Limits | None = None,
+        secrets_dir: Path | None = None,
     ) -> None:
+        """*secrets_dir*: where the private copies of the CA, client certificate and key live while the
+        watcher runs ($XDG_RUNTIME_DIR, else the temp directory, when None); see credentials.SecretDir.
+        """
         if source not in _PATHS:
             raise ValueError(f"source must be 'nodes' or 'endpointslices', not {source!r}")
         self._kubeconfig = Path(kubeconfig)
@@ -66,7 +79,12 @@ class KubeWatcher:
         self._emit_lock = threading.Lock()
         self._halted = threading.Event()
         self._wake = threading.Event()
-        self._api = Api(kubeconfig=self._kubeconfig, request_timeout=request_timeout)
+        self._api = Api(
+            kubeconfig=self._kubeconfig,
+            request_timeout=request_timeout,
+            limits=limits or Limits(),
+            secrets=SecretDir(secrets_dir),
+        )
         self._cache = _Cache()
         self._watch_restarts = 0
         self._last_status: Connectivity | None = None
@@ -76,7 +94,14 @@ class KubeWatcher:
     # -- public, thread-safe -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Block until *stop* is set (or close() is called); never raises for API, network or config errors."""
+        """Block until *stop* is set (or close() is called); never raises for API, network or config errors.
+
+        Removes at start what a killed run left of its key files, and at the end this run's.
+        """
+        try:
+            self._api.secrets.sweep()
+        except (OSError, KubeError) as exc:
+            _log.warning("kubernetes API: cannot clean up %s: %s", self._api.secrets.base, exc)
         worker = threading.Thread(target=self._work, args=(stop,), name="kube-watcher", daemon=True)
         worker.start()
 
@@ -195,7 +220,7 @@ class KubeWatcher:
         for server in servers:
             try:
                 listing = list_objects(self._api, client, server=server, resource=self._resource)
-            except Unreachable as exc:
+            except (Unreachable, InsecureServer) as exc:
                 errors.append(str(exc))
                 continue
             fallback = server != client.primary
@@ -285,11 +310,10 @@ class _Cache:
         self._objects: dict[str, tuple[Mapping[str, Any], str]] = {}
         self._published: frozenset[str] | None = None
 
-    def replace(self, items: list[Any]) -> None:
+    def replace(self, items: list[dict[str, Any]]) -> None:
         self._objects = {}
         for item in items:
-            if isinstance(item, dict):
-                self._store(item)
+            self._store(item)
 
     def apply(self, change: Change) -> None:
         if change.type in ("ADDED", "MODIFIED"):

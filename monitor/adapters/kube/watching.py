@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.adapters.kube.client import Api, Client
-from monitor.adapters.kube.errors import Gone, Interrupted, RequestFailed, StreamCut, Unreachable
+from monitor.adapters.kube.errors import Gone, Interrupted, Malformed, RequestFailed, StreamCut, Unreachable
+from monitor.adapters.kube.shapes import check_bookmark, check_list, check_object, check_status
+
+_READ_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class Resource:
 class Listing:
     """What a list returned: the items and the resourceVersion to watch from."""
 
-    items: list[Any]
+    items: list[dict[str, Any]]
     resource_version: str
 
 
@@ -46,11 +50,11 @@ class WatchRequest:
 
 
 def list_objects(api: Api, client: Client, *, server: str, resource: Resource) -> Listing:
-    """List *resource* on *server*; raises a KubeError when the server cannot serve."""
+    """List *resource* on *server*; raises a KubeError when the server cannot serve, Malformed for garbage."""
     body = api.get_json(client, server, resource.path, {"labelSelector": resource.selector})
-    items = body.get("items") or []
+    items = check_list(body, path=resource.path, where=f"{server}: {resource.path}")
     version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-    return Listing(items=list(items), resource_version=version)
+    return Listing(items=items, resource_version=version)
 
 
 def continuous_watch(
@@ -68,7 +72,7 @@ def continuous_watch(
     Ends, so that the caller lists again, when the server no longer knows the version (410 Gone), when it
     cannot be reached (after a pause), when next_request() returns None, or once stopped() is true.
     A cut stream is watched again from the version at its start, after pause(n) for the nth cut in a row.
-    Refusals (401, 403, a watch ERROR event) and credential errors are raised.
+    Refusals (401, 403, a watch ERROR event), malformed events and credential errors are raised.
     """
     version = since
     cuts = 0
@@ -120,8 +124,9 @@ def watch_events(
 ) -> Generator[Change, None, None]:
     """One watch request from *since*: yields its changes until the server ends it after *timeout* seconds.
 
-    Raises Gone for an expired version, RequestFailed for an ERROR event, StreamCut when the stream breaks,
-    and Interrupted when it was cut on purpose or stopped() turned true.
+    Raises Gone for an expired version, RequestFailed for an ERROR event, Malformed for an event that is
+    not one (or over limits.line_bytes), StreamCut when the stream breaks, and Interrupted when it was cut
+    on purpose or stopped() turned true. A server that keeps the stream open past its timeout is left.
     """
     query = {
         "watch": "1",
@@ -135,22 +140,27 @@ def watch_events(
     conn = getattr(resp, "connection", None)
     if conn is not None and conn.sock is not None:
         conn.sock.settimeout(timeout + api.request_timeout)
+    deadline = time.monotonic() + timeout + api.request_timeout
+    where = f"{server}: watch {resource.path}"
     version = since
     complete = False
     try:
-        for line in _lines(resp):
+        for line in _lines(resp, limit=api.limits.line_bytes, deadline=deadline, where=where):
             if not line.strip():
                 continue
-            change = _change(json.loads(line), version)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise Malformed(f"{where}: an event that is not JSON") from None
+            change = _change(event, version, path=resource.path, where=where)
             version = change.resource_version
             if stopped():
                 raise Interrupted()
             yield change
-        complete = True
-    except (Interrupted, Gone, RequestFailed):
+        # Past the deadline the stream was left unfinished: its connection must not be reused.
+        complete = time.monotonic() <= deadline
+    except (Interrupted, Gone, RequestFailed, Malformed):
         raise
-    except ValueError:
-        raise StreamCut() from None
     except Exception:
         if api.interrupted():
             raise Interrupted() from None
@@ -162,25 +172,43 @@ def watch_events(
         resp.release_conn()
 
 
-def _change(event: Any, version: str) -> Change:
+def _change(event: Any, version: str, *, path: str, where: str) -> Change:
     if not isinstance(event, dict):
-        raise RequestFailed("watch event is not a JSON object")
+        raise Malformed(f"{where}: an event that is not a JSON object")
     etype = event.get("type")
-    obj = event.get("object") or {}
+    what = f"{where}: {etype} event object"
     if etype == "ERROR":
-        if obj.get("code") == 410:
-            raise Gone(f"watch: {obj.get('message', 'resourceVersion expired')}")
-        raise RequestFailed(f"watch error {obj.get('code')}: {obj.get('message')}")
+        status = check_status(event.get("object"), where=what)
+        if status.get("code") == 410:
+            raise Gone(f"watch: {status.get('message') or 'resourceVersion expired'}")
+        raise RequestFailed(f"watch error {status.get('code')}: {status.get('message')}")
+    if etype == "BOOKMARK":
+        obj = check_bookmark(event.get("object"), where=what)
+    elif etype in ("ADDED", "MODIFIED", "DELETED"):
+        obj = check_object(event.get("object"), path=path, where=what)
+    else:
+        raise Malformed(f"{where}: an event of unknown type {str(etype)[:40]!r}")
     meta = obj.get("metadata") or {}
     return Change(type=str(etype), object=obj, resource_version=str(meta.get("resourceVersion") or version))
 
 
-def _lines(resp: Any) -> Iterator[bytes]:
-    buf = b""
-    for chunk in resp.stream(amt=None, decode_content=True):
+def _lines(resp: Any, *, limit: int, deadline: float, where: str) -> Iterator[bytes]:
+    """The stream's lines, each at most *limit* bytes; ends (as the server should have) at *deadline*."""
+    too_long = Malformed(f"{where}: an event over {limit // (1024 * 1024)} MiB")
+    buf = bytearray()
+    scanned = 0  # bytes of buf known to hold no newline
+    while chunk := resp.read1(_READ_BYTES):
         buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            yield line
+        while (end := buf.find(b"\n", scanned)) >= 0:
+            if end > limit:
+                raise too_long
+            yield bytes(buf[:end])
+            del buf[: end + 1]
+            scanned = 0
+        scanned = len(buf)
+        if len(buf) > limit:
+            raise too_long
+        if time.monotonic() > deadline:
+            return
     if buf.strip():
-        yield buf
+        yield bytes(buf)
