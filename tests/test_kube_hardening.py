@@ -468,10 +468,10 @@ BAD_FILES = {
         _fifo(tmp / "kc"),
         "kubeconfig {p} is a FIFO, not a regular file",
     ),
-    "kubeconfig is a directory": lambda sim, tmp: (tmp, "kubeconfig {p} is a directory, not a file"),
+    "kubeconfig is a directory": lambda sim, tmp: (tmp, "kubeconfig {p} is a directory, not a regular file"),
     "kubeconfig is huge": lambda sim, tmp: (
         _huge(tmp / "kc", 64 << 20),
-        "kubeconfig {p} is larger than 4 MiB",
+        "kubeconfig {p} is 64 MiB, larger than the 4 MiB accepted",
     ),
     "client key is a FIFO": lambda sim, tmp: (
         _referencing(sim, tmp, key=_fifo(tmp / "key.pem")),
@@ -479,11 +479,11 @@ BAD_FILES = {
     ),
     "CA is a device": lambda sim, tmp: (
         _referencing(sim, tmp, ca=Path("/dev/zero")),
-        "kubeconfig {p}: certificate-authority /dev/zero is a device, not a regular file",
+        "kubeconfig {p}: certificate-authority /dev/zero is a character device, not a regular file",
     ),
     "client key is huge": lambda sim, tmp: (
         _referencing(sim, tmp, key=_huge(tmp / "key.pem", 2 << 20)),
-        "kubeconfig {p}: client-key " + str(tmp / "key.pem") + " is larger than 1 MiB",
+        "kubeconfig {p}: client-key " + str(tmp / "key.pem") + " is 2 MiB, larger than the 1 MiB accepted",
     ),
     "token file is a FIFO": lambda sim, tmp: (
         _token_file_kubeconfig(sim, tmp, _fifo(tmp / "token")),

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from monitor import boundedread
 from monitor.adapters.kube.errors import ConfigError, Interrupted
 
 KUBECONFIG_MAX_BYTES = 4 * 1024 * 1024
@@ -41,52 +42,16 @@ _USER_FILES = (("client-certificate", "client.crt"), ("client-key", "client.key"
 def read_bounded(path: Path, *, limit: int, what: str) -> bytes:
     """The bytes of the regular file *path*, at most *limit* of them; never blocks on a FIFO or a device.
 
-    Raises ConfigError naming *what* and the path when it is missing, not a regular file, or too large.
+    The product's one bounded reader, with its refusals turned into a ConfigError naming *what* and the path.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        return boundedread.read_bounded(path, limit=limit)
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
+    except boundedread.RefusedFile as exc:
+        raise ConfigError(f"{what} {path} {exc.strerror}") from None
     except OSError as exc:
         raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ConfigError(f"{what} {path} is a directory, not a file")
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"{what} {path} is {_kind(mode)}, not a regular file")
-        if os.fstat(fd).st_size > limit:
-            raise ConfigError(f"{what} {path} is larger than {_size(limit)}")
-        chunks: list[bytes] = []
-        left = limit + 1  # one byte more tells a file that grew past the limit while being read
-        while left > 0:
-            chunk = os.read(fd, min(left, 1024 * 1024))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {_size(limit)}")
-    return data
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a file"
-
-
-def _size(limit: int) -> str:
-    return f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} bytes"
 
 
 def load_kubeconfig(path: Path) -> dict[str, Any]:
