@@ -1,4 +1,4 @@
-"""A simulated Kubernetes API server (nodes, endpointslices) speaking the real wire protocol, for tests and demos."""
+"""KubeSim: the simulated API server's control surface (start and stop, credentials, objects, faults, counters)."""
 
 from __future__ import annotations
 
