@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import bisect
 import contextlib
 import copy
 import json
@@ -12,23 +10,31 @@ import ssl
 import struct
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from monitor.testbed import pki
+from monitor.testbed.apiserver.objects import (
+    ENDPOINTSLICES,
+    KIND,
+    NODES,
+    Obj,
+    changed_node,
+    heartbeat,
+    kubernetes_slice,
+    node,
+    replace_node_parts,
+    status,
+)
+from monitor.testbed.apiserver.selectors import Query, SelectorError, field_selector_name, parse_selector
+from monitor.testbed.apiserver.store import Store
 
-Obj = dict[str, Any]
-
-NODES = "nodes"
-ENDPOINTSLICES = "endpointslices"
 _DEFAULT_WATCH_TIMEOUT = 1800.0
-_KIND = {NODES: ("v1", "Node"), ENDPOINTSLICES: ("discovery.k8s.io/v1", "EndpointSlice")}
 _MiB = 1024 * 1024
 
 
@@ -67,54 +73,6 @@ GARBLED_EVENTS: dict[str, Callable[[Obj], Any]] = {
 }
 
 
-class SelectorError(ValueError):
-    """A label or field selector the simulator does not understand."""
-
-
-@dataclass(frozen=True)
-class _Requirement:
-    key: str
-    op: str  # "=", "!=", "exists", "!exists"
-    value: str = ""
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.op == "exists":
-            return self.key in labels
-        if self.op == "!exists":
-            return self.key not in labels
-        if self.op == "=":
-            return labels.get(self.key) == self.value
-        return labels.get(self.key) != self.value
-
-
-def parse_selector(text: str) -> tuple[_Requirement, ...]:
-    """Parse the equality-based selector forms ``k=v``, ``k==v``, ``k!=v``, ``k=``, ``k``, ``!k``; comma = AND."""
-    reqs: list[_Requirement] = []
-    for raw in text.split(","):
-        term = raw.strip()
-        if not term:
-            continue
-        if "(" in term or " in " in term or " notin " in term:
-            raise SelectorError(f"unsupported set-based selector term {term!r}")
-        if term.startswith("!"):
-            reqs.append(_Requirement(term[1:].strip(), "!exists"))
-        elif "!=" in term:
-            key, value = term.split("!=", 1)
-            reqs.append(_Requirement(key.strip(), "!=", value.strip()))
-        elif "=" in term:
-            key, value = term.split("==", 1) if "==" in term else term.split("=", 1)
-            reqs.append(_Requirement(key.strip(), "=", value.strip()))
-        else:
-            reqs.append(_Requirement(term, "exists"))
-        if not reqs[-1].key:
-            raise SelectorError(f"selector term {term!r} has no key")
-    return tuple(reqs)
-
-
-def _selector_matches(reqs: Sequence[_Requirement], labels: Mapping[str, str]) -> bool:
-    return all(r.matches(labels) for r in reqs)
-
-
 @dataclass(frozen=True)
 class RequestRecord:
     """One request as the simulator saw it; *user* is the client-cert CN, the token's user, or ``""``."""
@@ -124,56 +82,6 @@ class RequestRecord:
     path: str
     kind: str  # list | watch | get | other | rejected | refused (a connection reset by the refuse fault)
     at: float = 0.0  # time.monotonic() when it arrived
-
-
-@dataclass
-class _Event:
-    rv: int
-    type: str
-    obj: Obj
-    prev: Obj | None
-
-
-@dataclass
-class _Collection:
-    objects: dict[tuple[str, str], Obj] = field(default_factory=dict)
-    events: list[_Event] = field(default_factory=list)
-    event_rvs: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Query:
-    resource: str
-    namespace: str | None
-    name: str | None
-    labels: tuple[_Requirement, ...]
-    field_name: str | None
-
-    def matches(self, obj: Obj | None) -> bool:
-        if obj is None:
-            return False
-        meta = obj["metadata"]
-        if self.namespace is not None and meta.get("namespace") != self.namespace:
-            return False
-        if self.field_name is not None and meta["name"] != self.field_name:
-            return False
-        return _selector_matches(self.labels, meta.get("labels") or {})
-
-
-def _status(code: int, reason: str, message: str) -> Obj:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class KubeSim:
@@ -204,9 +112,7 @@ class KubeSim:
             self.ca, directory, name="kubesim-apiserver", hosts=[host, *extra_names]
         )
         self._cond = threading.Condition()
-        self._rv = 1
-        self._horizon = 1
-        self._collections: dict[str, _Collection] = {NODES: _Collection(), ENDPOINTSLICES: _Collection()}
+        self._store = Store(self._cond)
         self._fault: str | None = None
         self._retry_after = 0
         self._garbled_list: Callable[[Obj], Any] | None = None
@@ -317,31 +223,8 @@ class KubeSim:
         annotations: Mapping[str, str] | None = None,
     ) -> int:
         """Create (or replace) a Node; returns the new resourceVersion."""
-        obj: Obj = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "uid": str(uuid.uuid4()),
-                "creationTimestamp": _now(),
-                "labels": dict(labels or {}),
-                "annotations": dict(annotations or {}),
-            },
-            "spec": {},
-            "status": {
-                "addresses": [{"type": t, "address": a} for t, a in addresses],
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "KubeletReady",
-                        "lastHeartbeatTime": _now(),
-                        "lastTransitionTime": _now(),
-                    }
-                ],
-            },
-        }
-        return self._put(NODES, ("", name), obj)
+        obj = node(name, labels=labels, addresses=addresses, annotations=annotations)
+        return self._store.put(NODES, ("", name), lambda _old: obj)
 
     def update_node(
         self,
@@ -352,105 +235,33 @@ class KubeSim:
         annotations: Mapping[str, str] | None = None,
     ) -> int:
         """Replace the given parts of a Node (None = keep); returns the new resourceVersion."""
-        with self._cond:
-            old = self._collections[NODES].objects.get(("", name))
-            if old is None:
-                raise KeyError(f"node {name!r} does not exist")
-            obj = copy.deepcopy(old)
-            if labels is not None:
-                obj["metadata"]["labels"] = dict(labels)
-            if annotations is not None:
-                obj["metadata"]["annotations"] = dict(annotations)
-            if addresses is not None:
-                obj["status"]["addresses"] = [{"type": t, "address": a} for t, a in addresses]
-            return self._put(NODES, ("", name), obj)
+        change = replace_node_parts(labels=labels, addresses=addresses, annotations=annotations)
+        return self._store.put(NODES, ("", name), changed_node(name, change))
 
     def touch_node(self, name: str) -> int:
         """Bump the Ready condition's heartbeat, like a kubelet status update that changes nothing relevant."""
-        with self._cond:
-            old = self._collections[NODES].objects.get(("", name))
-            if old is None:
-                raise KeyError(f"node {name!r} does not exist")
-            obj = copy.deepcopy(old)
-            for cond in obj["status"].get("conditions", []):
-                cond["lastHeartbeatTime"] = f"{_now()[:-1]}.{time.monotonic_ns() % 10**9:09d}Z"
-            return self._put(NODES, ("", name), obj)
+        return self._store.put(NODES, ("", name), changed_node(name, heartbeat))
 
     def delete_node(self, name: str) -> int:
-        return self._delete(NODES, ("", name))
+        return self._store.delete(NODES, ("", name))
 
     def set_endpoint_addresses(self, addresses: Sequence[str], *, port: int = 6443) -> int:
         """Make ``default/kubernetes`` list *addresses*, like API servers holding a lease; [] deletes no slice."""
-        family = "IPv6" if any(":" in a for a in addresses) else "IPv4"
-        obj: Obj = {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "kubernetes",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "kubernetes"},
-            },
-            "addressType": family,
-            "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
-            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-        }
-        with self._cond:
-            old = self._collections[ENDPOINTSLICES].objects.get(("default", "kubernetes"))
-            if old is not None:
-                obj["metadata"]["uid"] = old["metadata"]["uid"]
-                obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"]
-            else:
-                obj["metadata"]["uid"] = str(uuid.uuid4())
-                obj["metadata"]["creationTimestamp"] = _now()
-            return self._put(ENDPOINTSLICES, ("default", "kubernetes"), obj)
+        return self._store.put(
+            ENDPOINTSLICES, ("default", "kubernetes"), kubernetes_slice(addresses, port=port)
+        )
 
     def objects(self, resource: str) -> list[Obj]:
         """A deep copy of the current objects of *resource* (``nodes`` or ``endpointslices``)."""
-        with self._cond:
-            return copy.deepcopy(list(self._collections[resource].objects.values()))
+        return self._store.objects(resource)
 
     @property
     def resource_version(self) -> int:
-        with self._cond:
-            return self._rv
+        return self._store.resource_version
 
     def compact(self) -> int:
         """Forget history: every resourceVersion handed out so far becomes too old (410 Gone)."""
-        with self._cond:
-            self._rv += 1
-            self._horizon = self._rv
-            for coll in self._collections.values():
-                coll.events.clear()
-                coll.event_rvs.clear()
-            self._cond.notify_all()
-            return self._rv
-
-    def _put(self, resource: str, key: tuple[str, str], obj: Obj) -> int:
-        with self._cond:
-            coll = self._collections[resource]
-            prev = coll.objects.get(key)
-            self._rv += 1
-            obj["metadata"]["resourceVersion"] = str(self._rv)
-            coll.objects[key] = obj
-            self._record(coll, _Event(self._rv, "MODIFIED" if prev else "ADDED", obj, prev))
-            return self._rv
-
-    def _delete(self, resource: str, key: tuple[str, str]) -> int:
-        with self._cond:
-            coll = self._collections[resource]
-            prev = coll.objects.pop(key, None)
-            if prev is None:
-                raise KeyError(f"{resource} {key[1]!r} does not exist")
-            self._rv += 1
-            gone = copy.deepcopy(prev)
-            gone["metadata"]["resourceVersion"] = str(self._rv)
-            self._record(coll, _Event(self._rv, "DELETED", gone, prev))
-            return self._rv
-
-    def _record(self, coll: _Collection, event: _Event) -> None:
-        coll.events.append(event)
-        coll.event_rvs.append(event.rv)
-        self._cond.notify_all()
+        return self._store.compact()
 
     # -- control API: faults and counters ----------------------------------------------------------------
 
@@ -540,56 +351,6 @@ class KubeSim:
         with self._cond:
             garble = self._garbled_event if event else self._garbled_list
         return garble(body) if garble is not None else body
-
-    # -- internals used by the handler -----------------------------------------------------------------
-
-    def _list(self, query: _Query, rv_param: str | None, limit: int, cont: str | None) -> tuple[int, Obj]:
-        with self._cond:
-            start_after = ""
-            if cont:
-                try:
-                    token = json.loads(base64.urlsafe_b64decode(cont.encode()))
-                    token_rv, start_after = int(token["rv"]), str(token["start"])
-                except (ValueError, KeyError, TypeError):
-                    return 400, _status(400, "BadRequest", "invalid continue token")
-                if token_rv < self._horizon:
-                    return 410, _status(410, "Expired", "The provided continue parameter is too old")
-            if rv_param not in (None, "", "0") and int(rv_param or 0) < self._horizon:
-                return 410, _status(410, "Expired", f"too old resource version: {rv_param} ({self._horizon})")
-            coll = self._collections[query.resource]
-            matching = sorted(
-                (o for o in coll.objects.values() if query.matches(o)),
-                key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]),
-            )
-            if start_after:
-                matching = [o for o in matching if self._sort_key(o) > start_after]
-            meta: Obj = {"resourceVersion": str(self._rv)}
-            if limit > 0 and len(matching) > limit:
-                rest = len(matching) - limit
-                matching = matching[:limit]
-                token_text = json.dumps({"rv": self._rv, "start": self._sort_key(matching[-1])})
-                meta["continue"] = base64.urlsafe_b64encode(token_text.encode()).decode()
-                meta["remainingItemCount"] = rest
-            items = []
-            for o in matching:
-                item = copy.deepcopy(o)
-                item.pop("kind", None)
-                item.pop("apiVersion", None)
-                items.append(item)
-        api_version, kind = _KIND[query.resource]
-        return 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta, "items": items}
-
-    @staticmethod
-    def _sort_key(obj: Obj) -> str:
-        return f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
-
-    def _get(self, query: _Query) -> tuple[int, Obj]:
-        with self._cond:
-            key = (query.namespace or "", query.name or "")
-            obj = self._collections[query.resource].objects.get(key)
-            if obj is None:
-                return 404, _status(404, "NotFound", f'{query.resource} "{query.name}" not found')
-            return 200, copy.deepcopy(obj)
 
 
 class _Server(ThreadingHTTPServer):
@@ -772,18 +533,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "status500":
             sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
-            self._send_json(500, _status(500, "InternalError", "simulated internal error"))
+            self._send_json(500, status(500, "InternalError", "simulated internal error"))
             return
         if fault == "throttle":
             sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
             with sim._cond:
                 retry_after = sim._retry_after
-            body = _status(429, "TooManyRequests", "simulated overload: too many requests")
+            body = status(429, "TooManyRequests", "simulated overload: too many requests")
             self._send_json(429, body, headers={"Retry-After": str(retry_after)})
             return
         if user is None:
             sim._count(RequestRecord("", method, self.path, "rejected", time.monotonic()))
-            self._send_json(401, _status(401, "Unauthorized", "Unauthorized"))
+            self._send_json(401, status(401, "Unauthorized", "Unauthorized"))
             return
         sim._count(RequestRecord(user, method, self.path, kind, time.monotonic()))
         path = parts.path.rstrip("/") or "/"
@@ -797,21 +558,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         route = _route(path)
         if route is None:
-            self._send_json(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            self._send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
             return
         if method != "GET":
-            self._send_json(405, _status(405, "MethodNotAllowed", "kubesim serves reads only"))
+            self._send_json(405, status(405, "MethodNotAllowed", "kubesim serves reads only"))
             return
         resource, namespace, name = route
         try:
             labels = parse_selector(params.get("labelSelector", ""))
-            field_name = _field_name(params.get("fieldSelector", ""))
+            field_name = field_selector_name(params.get("fieldSelector", ""))
         except SelectorError as exc:
-            self._send_json(400, _status(400, "BadRequest", str(exc)))
+            self._send_json(400, status(400, "BadRequest", str(exc)))
             return
-        query = _Query(resource, namespace, name, labels, field_name if name is None else name)
+        query = Query(resource, namespace, name, labels, field_name if name is None else name)
         if name is not None and params.get("watch") not in ("1", "true"):
-            self._send_json(*sim._get(query))
+            self._send_json(*sim._store.get(query))
             return
         if params.get("watch") in ("1", "true"):
             self._watch(query, params)
@@ -819,13 +580,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             limit = int(params.get("limit") or 0)
         except ValueError:
-            self._send_json(400, _status(400, "BadRequest", "limit must be an integer"))
+            self._send_json(400, status(400, "BadRequest", "limit must be an integer"))
             return
         rv = params.get("resourceVersion")
         if rv not in (None, "") and not str(rv).isdigit():
-            self._send_json(400, _status(400, "BadRequest", f"invalid resourceVersion {rv!r}"))
+            self._send_json(400, status(400, "BadRequest", f"invalid resourceVersion {rv!r}"))
             return
-        self._send_list(*sim._list(query, rv, limit, params.get("continue")))
+        self._send_list(*sim._store.list_page(query, rv, limit, params.get("continue")))
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -836,7 +597,7 @@ class _Handler(BaseHTTPRequestHandler):
             event = self.server.sim._garbled(event, event=True)
         self._chunk(json.dumps(event).encode() + b"\n")
 
-    def _watch(self, query: _Query, params: Mapping[str, str]) -> None:
+    def _watch(self, query: Query, params: Mapping[str, str]) -> None:
         sim = self.server.sim
         rv_param = params.get("resourceVersion") or ""
         bookmarks = params.get("allowWatchBookmarks") in ("1", "true")
@@ -844,9 +605,9 @@ class _Handler(BaseHTTPRequestHandler):
             timeout = float(params.get("timeoutSeconds") or _DEFAULT_WATCH_TIMEOUT)
             cursor = int(rv_param) if rv_param not in ("", "0") else -1
         except ValueError:
-            self._send_json(400, _status(400, "BadRequest", "invalid resourceVersion or timeoutSeconds"))
+            self._send_json(400, status(400, "BadRequest", "invalid resourceVersion or timeoutSeconds"))
             return
-        api_version, kind = _KIND[query.resource]
+        api_version, kind = KIND[query.resource]
         with sim._cond:
             # A cut between here and the registration below is seen through the generation: no stream escapes.
             gen = sim._stream_gen
@@ -860,15 +621,14 @@ class _Handler(BaseHTTPRequestHandler):
             fault = sim._fault
             if fault == "endwatch":
                 cursor = -2
-            elif fault == "expire" or 0 <= cursor < sim._horizon:
-                expired = _status(410, "Expired", f"too old resource version: {cursor} ({sim._horizon})")
+            elif fault == "expire" or 0 <= cursor < sim._store.horizon:
+                horizon = sim._store.horizon
+                expired = status(410, "Expired", f"too old resource version: {cursor} ({horizon})")
                 pending.append(("ERROR", expired))
                 cursor = -2
             elif cursor == -1:
                 # No resourceVersion: like the real server, start with the current state as ADDED events.
-                coll = sim._collections[query.resource]
-                pending.extend(("ADDED", copy.deepcopy(o)) for o in coll.objects.values() if query.matches(o))
-                cursor = sim._rv
+                pending, cursor = sim._store.current(query)
         now = time.monotonic()
         deadline = now + timeout
         next_bookmark = now + sim.bookmark_interval
@@ -887,22 +647,15 @@ class _Handler(BaseHTTPRequestHandler):
                             self.close_connection = True
                             _abort(self.connection)
                             return
-                        coll = sim._collections[query.resource]
-                        start = bisect.bisect_right(coll.event_rvs, cursor)
-                        if start < len(coll.events):
-                            for ev in coll.events[start:]:
-                                converted = _convert(ev, query)
-                                if converted is not None:
-                                    pending.append(converted)
-                            cursor = coll.events[-1].rv
-                            if pending:
-                                break
+                        pending, cursor = sim._store.changes_after(query, cursor)
+                        if pending:
+                            break
                         now = time.monotonic()
                         if now >= deadline:
                             break
                         if bookmarks and now >= next_bookmark:
                             send_bookmark = True
-                            cursor = max(cursor, sim._rv)
+                            cursor = max(cursor, sim._store.resource_version)
                             break
                         wake = min(deadline, next_bookmark) if bookmarks else deadline
                         sim._cond.wait(max(0.0, wake - now))
@@ -924,22 +677,6 @@ class _Handler(BaseHTTPRequestHandler):
                 sim._streams.discard(self.connection)
 
 
-def _convert(ev: _Event, query: _Query) -> tuple[str, Obj] | None:
-    now_matches = query.matches(ev.obj) if ev.type != "DELETED" else False
-    was_matching = query.matches(ev.prev)
-    if ev.type == "DELETED":
-        return ("DELETED", copy.deepcopy(ev.obj)) if was_matching else None
-    if now_matches:
-        return ("MODIFIED" if was_matching else "ADDED", copy.deepcopy(ev.obj))
-    if was_matching:
-        # The object left the selection: a filtered watch reports it as gone, at this event's version.
-        gone = copy.deepcopy(ev.prev)
-        assert gone is not None
-        gone["metadata"]["resourceVersion"] = str(ev.rv)
-        return ("DELETED", gone)
-    return None
-
-
 def _route(path: str) -> tuple[str, str | None, str | None] | None:
     """(resource, namespace, name) for the resource paths the simulator serves."""
     segs = path.strip("/").split("/")
@@ -952,16 +689,6 @@ def _route(path: str) -> tuple[str, str | None, str | None] | None:
         if len(rest) in (3, 4) and rest[0] == "namespaces" and rest[2] == "endpointslices":
             return ENDPOINTSLICES, rest[1], rest[3] if len(rest) == 4 else None
     return None
-
-
-def _field_name(text: str) -> str | None:
-    name = None
-    for term in filter(None, (t.strip() for t in text.split(","))):
-        key, sep, value = term.partition("=")
-        if not sep or key.strip() != "metadata.name":
-            raise SelectorError(f"unsupported field selector {term!r} (only metadata.name=NAME)")
-        name = value.lstrip("=").strip()
-    return name
 
 
 def _request_kind(path: str, params: Mapping[str, str], method: str) -> str:
