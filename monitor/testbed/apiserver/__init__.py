@@ -1,8 +1,9 @@
 """A simulated Kubernetes API server (nodes, endpointslices) speaking the real wire protocol, for tests and demos."""
 
+from monitor.testbed.apiserver.faults import GARBLED_EVENTS, GARBLED_LISTS
 from monitor.testbed.apiserver.objects import ENDPOINTSLICES, NODES
 from monitor.testbed.apiserver.selectors import SelectorError, parse_selector
-from monitor.testbed.apiserver.simulator import GARBLED_EVENTS, GARBLED_LISTS, KubeSim, RequestRecord
+from monitor.testbed.apiserver.simulator import KubeSim, RequestRecord
 
 __all__ = [
     "ENDPOINTSLICES",

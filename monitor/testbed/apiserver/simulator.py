@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import socket
 import ssl
@@ -11,7 +10,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +18,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from monitor.testbed import pki
+from monitor.testbed.apiserver.faults import (
+    END_WATCH,
+    EXPIRE,
+    HANG,
+    REFUSE,
+    STATUS500,
+    THROTTLE,
+    TRICKLE,
+    Faults,
+)
 from monitor.testbed.apiserver.objects import (
     ENDPOINTSLICES,
     KIND,
@@ -35,42 +44,6 @@ from monitor.testbed.apiserver.selectors import Query, SelectorError, field_sele
 from monitor.testbed.apiserver.store import Store
 
 _DEFAULT_WATCH_TIMEOUT = 1800.0
-_MiB = 1024 * 1024
-
-
-def _with_first_item(body: Obj, change: Callable[[Obj], None]) -> Obj:
-    items = copy.deepcopy(body["items"])
-    if items:
-        change(items[0])
-    return {**body, "items": items}
-
-
-def _with_object(event: Obj, change: Callable[[Obj], None]) -> Obj:
-    obj = copy.deepcopy(event["object"])
-    change(obj)
-    return {**event, "object": obj}
-
-
-# How a broken (or hostile) API server garbles an answer: each case turns a well-formed body into a bad one.
-GARBLED_LISTS: dict[str, Callable[[Obj], Any]] = {
-    "no items": lambda body: {k: v for k, v in body.items() if k != "items"},
-    "items not a list": lambda body: {**body, "items": {"name": "master-0"}},
-    "an item not an object": lambda body: {**body, "items": [*body["items"], "master-9"]},
-    "metadata not an object": lambda body: _with_first_item(body, lambda o: o.update(metadata="master-0")),
-    "status not an object": lambda body: _with_first_item(body, lambda o: o.update(status="Ready")),
-    "annotations not an object": lambda body: _with_first_item(
-        body, lambda o: o["metadata"].update(annotations=["k8s.ovn.org/host-cidrs"])
-    ),
-    "over 64 MiB": lambda body: {**body, "padding": "x" * (64 * _MiB + 1)},
-}
-GARBLED_EVENTS: dict[str, Callable[[Obj], Any]] = {
-    "object not an object": lambda event: {**event, "object": "master-0"},
-    "status not an object": lambda event: _with_object(event, lambda o: o.update(status="Ready")),
-    "annotations not an object": lambda event: _with_object(
-        event, lambda o: o["metadata"].update(annotations="k8s.ovn.org/host-cidrs")
-    ),
-    "over 16 MiB": lambda event: {**event, "padding": "x" * (16 * _MiB + 1)},
-}
 
 
 @dataclass(frozen=True)
@@ -113,10 +86,7 @@ class KubeSim:
         )
         self._cond = threading.Condition()
         self._store = Store(self._cond)
-        self._fault: str | None = None
-        self._retry_after = 0
-        self._garbled_list: Callable[[Obj], Any] | None = None
-        self._garbled_event: Callable[[Obj], Any] | None = None
+        self._faults = Faults(self._cond)
         self._stopping = False
         self._stream_gen = 0
         self._streams: set[socket.socket] = set()
@@ -267,50 +237,40 @@ class KubeSim:
 
     def refuse(self) -> None:
         """Reset every new connection and every request on a kept-alive one; cut open watches."""
-        self._set_fault("refuse")
+        self._faults.switch(REFUSE)
         self.cut_streams()
 
     def status500(self) -> None:
         """Answer every request with 500 Internal Server Error."""
-        self._set_fault("status500")
+        self._faults.switch(STATUS500)
 
     def hang(self) -> None:
         """Accept connections and read requests but never answer (until the fault is cleared)."""
-        self._set_fault("hang")
+        self._faults.switch(HANG)
 
     def expire_watches(self) -> None:
         """Answer every watch with a 410 Expired error event, as a server whose history is always too short."""
-        self._set_fault("expire")
+        self._faults.switch(EXPIRE)
 
     def end_watches(self) -> None:
         """End every watch at once: 200 and an empty stream, as a proxy that closes long requests."""
-        self._set_fault("endwatch")
+        self._faults.switch(END_WATCH)
 
     def throttle(self, *, retry_after: int) -> None:
         """Answer every request with 429 Too Many Requests and ``Retry-After: retry_after``."""
-        with self._cond:
-            self._retry_after = retry_after
-        self._set_fault("throttle")
+        self._faults.throttle(retry_after=retry_after)
 
     def trickle(self) -> None:
         """Send list bodies one byte every 0.2 s, as a server that never quite answers."""
-        self._set_fault("trickle")
+        self._faults.switch(TRICKLE)
 
     def garble(self, *, lists: str | None = None, events: str | None = None) -> None:
         """Serve list bodies and watch events (not bookmarks) mangled as GARBLED_LISTS / GARBLED_EVENTS name it."""
-        with self._cond:
-            self._garbled_list = GARBLED_LISTS[lists] if lists else None
-            self._garbled_event = GARBLED_EVENTS[events] if events else None
+        self._faults.garble(lists=lists, events=events)
 
     def clear_faults(self) -> None:
         """End every fault and every garbling."""
-        self.garble()
-        self._set_fault(None)
-
-    def _set_fault(self, fault: str | None) -> None:
-        with self._cond:
-            self._fault = fault
-            self._cond.notify_all()
+        self._faults.clear()
 
     def cut_streams(self) -> int:
         """Close every open watch stream abruptly (no final chunk); returns how many were cut."""
@@ -347,11 +307,6 @@ class KubeSim:
             self._log.append(record)
             self._counts[record.kind] = self._counts.get(record.kind, 0) + 1
 
-    def _garbled(self, body: Obj, *, event: bool) -> Any:
-        with self._cond:
-            garble = self._garbled_event if event else self._garbled_list
-        return garble(body) if garble is not None else body
-
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -369,8 +324,8 @@ class _Server(ThreadingHTTPServer):
         sim = self.sim
         raw: socket.socket = request
         with sim._cond:
-            fault = sim._fault
-        if fault == "refuse":
+            fault = sim._faults.mode
+        if fault == REFUSE:
             sim._count(RequestRecord("", "", "", "refused", time.monotonic()))
             _abort(raw)
             return
@@ -477,9 +432,9 @@ class _Handler(BaseHTTPRequestHandler):
         if code != 200:
             self._send_json(code, body)
             return
-        garbled = sim._garbled(body, event=False)
+        garbled = sim._faults.garbled(body, event=False)
         with sim._cond:
-            trickle = sim._fault == "trickle"
+            trickle = sim._faults.mode == TRICKLE
         if not trickle:
             self._send_json(code, garbled)
             return
@@ -490,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         for i in range(len(data)):
             with sim._cond:
-                if sim._stopping or sim._fault != "trickle":
+                if sim._stopping or sim._faults.mode != TRICKLE:
                     self.wfile.write(data[i:])
                     return
                 sim._cond.wait(0.2)
@@ -514,8 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
         sim = self.server.sim
         self._drain_body()
         with sim._cond:
-            fault = sim._fault
-        if fault == "refuse":
+            fault = sim._faults.mode
+        if fault == REFUSE:
             self.close_connection = True
             _abort(self.connection)
             return
@@ -523,22 +478,22 @@ class _Handler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         user = self._user()
         kind = _request_kind(parts.path, params, method)
-        if fault == "hang":
+        if fault == HANG:
             sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
             with sim._cond:
-                while sim._fault == "hang" and not sim._stopping:
+                while sim._faults.mode == HANG and not sim._stopping:
                     sim._cond.wait(1.0)
             self.close_connection = True
             _abort(self.connection)
             return
-        if fault == "status500":
+        if fault == STATUS500:
             sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
             self._send_json(500, status(500, "InternalError", "simulated internal error"))
             return
-        if fault == "throttle":
+        if fault == THROTTLE:
             sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
             with sim._cond:
-                retry_after = sim._retry_after
+                retry_after = sim._faults.retry_after
             body = status(429, "TooManyRequests", "simulated overload: too many requests")
             self._send_json(429, body, headers={"Retry-After": str(retry_after)})
             return
@@ -594,7 +549,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _event(self, etype: str, obj: Obj) -> None:
         event: Any = {"type": etype, "object": obj}
         if etype not in ("BOOKMARK", "ERROR"):
-            event = self.server.sim._garbled(event, event=True)
+            event = self.server.sim._faults.garbled(event, event=True)
         self._chunk(json.dumps(event).encode() + b"\n")
 
     def _watch(self, query: Query, params: Mapping[str, str]) -> None:
@@ -618,10 +573,10 @@ class _Handler(BaseHTTPRequestHandler):
         pending: list[tuple[str, Obj]] = []
         with sim._cond:
             sim._streams.add(self.connection)
-            fault = sim._fault
-            if fault == "endwatch":
+            fault = sim._faults.mode
+            if fault == END_WATCH:
                 cursor = -2
-            elif fault == "expire" or 0 <= cursor < sim._store.horizon:
+            elif fault == EXPIRE or 0 <= cursor < sim._store.horizon:
                 horizon = sim._store.horizon
                 expired = status(410, "Expired", f"too old resource version: {cursor} ({horizon})")
                 pending.append(("ERROR", expired))
@@ -643,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
                 send_bookmark = False
                 with sim._cond:
                     while True:
-                        if sim._stopping or sim._stream_gen != gen or sim._fault == "refuse":
+                        if sim._stopping or sim._stream_gen != gen or sim._faults.mode == REFUSE:
                             self.close_connection = True
                             _abort(self.connection)
                             return
