@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import socket
-import ssl
-import struct
-import threading
-import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from monitor.testbed import pki
-from monitor.testbed.apiserver.faults import (
-    END_WATCH,
-    EXPIRE,
-    HANG,
-    REFUSE,
-    STATUS500,
-    THROTTLE,
-    TRICKLE,
-    Faults,
-)
+from monitor.testbed.apiserver.connections import RequestRecord
+from monitor.testbed.apiserver.faults import END_WATCH, EXPIRE, HANG, REFUSE, STATUS500, TRICKLE
+from monitor.testbed.apiserver.handler import RequestHandler
 from monitor.testbed.apiserver.objects import (
     ENDPOINTSLICES,
-    KIND,
     NODES,
     Obj,
     changed_node,
@@ -38,23 +18,8 @@ from monitor.testbed.apiserver.objects import (
     kubernetes_slice,
     node,
     replace_node_parts,
-    status,
 )
-from monitor.testbed.apiserver.selectors import Query, SelectorError, field_selector_name, parse_selector
-from monitor.testbed.apiserver.store import Store
-
-_DEFAULT_WATCH_TIMEOUT = 1800.0
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request as the simulator saw it; *user* is the client-cert CN, the token's user, or ``""``."""
-
-    user: str
-    method: str
-    path: str
-    kind: str  # list | watch | get | other | rejected | refused (a connection reset by the refuse fault)
-    at: float = 0.0  # time.monotonic() when it arrived
+from monitor.testbed.apiserver.server import ServerThread, Shared
 
 
 class KubeSim:
@@ -78,58 +43,37 @@ class KubeSim:
         self.directory = directory
         self.host = host
         self._requested_port = port
-        self.tokens: dict[str, str] = dict(tokens or {})
-        self.bookmark_interval = bookmark_interval
         self.ca = ca or pki.make_ca(directory, name="kubesim-ca")
         self.server_cert = server_cert or pki.make_server_cert(
             self.ca, directory, name="kubesim-apiserver", hosts=[host, *extra_names]
         )
-        self._cond = threading.Condition()
-        self._store = Store(self._cond)
-        self._faults = Faults(self._cond)
-        self._stopping = False
-        self._stream_gen = 0
-        self._streams: set[socket.socket] = set()
-        self._connections: set[socket.socket] = set()
-        self._log: deque[RequestRecord] = deque(maxlen=20000)
-        self._counts: dict[str, int] = {}
-        self._tls_errors: deque[str] = deque(maxlen=200)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self.tokens: dict[str, str] = dict(tokens or {})
+        self.bookmark_interval = bookmark_interval
+        # What the request threads share, under one condition: a watch waits on it for a new event,
+        # a fault switch, a cut or a stop.
+        self._shared = Shared.empty(self)
+        self._store, self._faults = self._shared.store, self._shared.faults
+        self._connections, self._requests = self._shared.connections, self._shared.requests
+        self._serving: ServerThread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> KubeSim:
-        if self._server is not None:
-            return self
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(self.server_cert.cert), str(self.server_cert.key))
-        ctx.load_verify_locations(cafile=str(self.ca.cert))
-        # Optional so that token clients can connect; a presented certificate is still fully verified.
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        self._stopping = False
-        self._server = _Server((self.host, self._requested_port), self, ctx)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="kubesim", daemon=True
-        )
-        self._thread.start()
+        if self._serving is None:
+            address = (self.host, self._requested_port)
+            self._serving = ServerThread(
+                address,
+                shared=self._shared,
+                server_cert=self.server_cert,
+                client_ca=self.ca,
+                handler=RequestHandler,
+            )
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        server.shutdown()
-        server.server_close()
-        with self._cond:
-            conns = list(self._connections)
-        for conn in conns:
-            _abort(conn)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
 
     def __enter__(self) -> KubeSim:
         return self.start()
@@ -139,9 +83,9 @@ class KubeSim:
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._serving is None:
             raise RuntimeError("kubesim is not started")
-        return int(self._server.server_address[1])
+        return self._serving.port
 
     @property
     def url(self) -> str:
@@ -274,382 +218,18 @@ class KubeSim:
 
     def cut_streams(self) -> int:
         """Close every open watch stream abruptly (no final chunk); returns how many were cut."""
-        with self._cond:
-            streams = list(self._streams)
-            self._stream_gen += 1
-            self._cond.notify_all()
-        for sock in streams:
-            _abort(sock)
-        return len(streams)
+        return self._connections.cut_streams()
 
     def open_streams(self) -> int:
-        with self._cond:
-            return len(self._streams)
+        return self._connections.stream_count()
 
     def request_count(self, kind: str | None = None) -> int:
         """Requests seen (all kinds, or one of list/watch/get/other/rejected)."""
-        with self._cond:
-            if kind is None:
-                return sum(self._counts.values())
-            return self._counts.get(kind, 0)
+        return self._requests.count(kind)
 
     def request_log(self) -> list[RequestRecord]:
-        with self._cond:
-            return list(self._log)
+        return self._requests.records()
 
     def tls_errors(self) -> list[str]:
         """Reasons of failed TLS handshakes (e.g. an expired or foreign client certificate)."""
-        with self._cond:
-            return list(self._tls_errors)
-
-    def _count(self, record: RequestRecord) -> None:
-        with self._cond:
-            self._log.append(record)
-            self._counts[record.kind] = self._counts.get(record.kind, 0) + 1
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], sim: KubeSim, ctx: ssl.SSLContext) -> None:
-        self.sim = sim
-        self.ctx = ctx
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        sim = self.sim
-        raw: socket.socket = request
-        with sim._cond:
-            fault = sim._faults.mode
-        if fault == REFUSE:
-            sim._count(RequestRecord("", "", "", "refused", time.monotonic()))
-            _abort(raw)
-            return
-        raw.settimeout(10)
-        try:
-            conn = self.ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-        except OSError:
-            raw.close()
-            return
-        try:
-            conn.do_handshake()
-        except (ssl.SSLError, OSError) as exc:
-            with sim._cond:
-                detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
-                sim._tls_errors.append(str(detail))
-            _linger_close(conn)
-            return
-        conn.settimeout(None)
-        with sim._cond:
-            sim._connections.add(conn)
-        try:
-            _Handler(conn, client_address, self)
-        except (OSError, ValueError):
-            pass
-        finally:
-            with sim._cond:
-                sim._connections.discard(conn)
-                sim._streams.discard(conn)
-            with contextlib.suppress(OSError):
-                conn.close()
-
-
-def _linger_close(sock: socket.socket) -> None:
-    """Close after a failed handshake so the client reads the TLS alert instead of a reset.
-
-    Closing with unread client data in the buffer would send RST, which can destroy the alert in flight.
-    """
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_WR)
-        sock.settimeout(1.0)
-        while socket.socket.recv(sock, 4096):
-            pass
-    with contextlib.suppress(OSError):
-        sock.close()
-
-
-def _abort(sock: socket.socket) -> None:
-    """Close with RST: the peer sees a reset, not an orderly end of stream."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    connection: ssl.SSLSocket
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default stderr access log."""
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    # -- plumbing -------------------------------------------------------------------------------------
-
-    def _user(self) -> str | None:
-        peer: Any = self.connection.getpeercert()
-        if peer:
-            for rdn in peer.get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        return str(value)
-        auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            return self.server.sim.tokens.get(auth[len("Bearer ") :].strip())
-        return None
-
-    def _send_json(self, code: int, body: Any, *, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_list(self, code: int, body: Obj) -> None:
-        sim = self.server.sim
-        if code != 200:
-            self._send_json(code, body)
-            return
-        garbled = sim._faults.garbled(body, event=False)
-        with sim._cond:
-            trickle = sim._faults.mode == TRICKLE
-        if not trickle:
-            self._send_json(code, garbled)
-            return
-        data = json.dumps(garbled).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        for i in range(len(data)):
-            with sim._cond:
-                if sim._stopping or sim._faults.mode != TRICKLE:
-                    self.wfile.write(data[i:])
-                    return
-                sim._cond.wait(0.2)
-            self.wfile.write(data[i : i + 1])
-            self.wfile.flush()
-
-    def _send_text(self, code: int, text: str) -> None:
-        data = text.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _drain_body(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-
-    def _dispatch(self, method: str) -> None:
-        sim = self.server.sim
-        self._drain_body()
-        with sim._cond:
-            fault = sim._faults.mode
-        if fault == REFUSE:
-            self.close_connection = True
-            _abort(self.connection)
-            return
-        parts = urlsplit(self.path)
-        params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        user = self._user()
-        kind = _request_kind(parts.path, params, method)
-        if fault == HANG:
-            sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
-            with sim._cond:
-                while sim._faults.mode == HANG and not sim._stopping:
-                    sim._cond.wait(1.0)
-            self.close_connection = True
-            _abort(self.connection)
-            return
-        if fault == STATUS500:
-            sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
-            self._send_json(500, status(500, "InternalError", "simulated internal error"))
-            return
-        if fault == THROTTLE:
-            sim._count(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
-            with sim._cond:
-                retry_after = sim._faults.retry_after
-            body = status(429, "TooManyRequests", "simulated overload: too many requests")
-            self._send_json(429, body, headers={"Retry-After": str(retry_after)})
-            return
-        if user is None:
-            sim._count(RequestRecord("", method, self.path, "rejected", time.monotonic()))
-            self._send_json(401, status(401, "Unauthorized", "Unauthorized"))
-            return
-        sim._count(RequestRecord(user, method, self.path, kind, time.monotonic()))
-        path = parts.path.rstrip("/") or "/"
-        if path in ("/readyz", "/healthz", "/livez"):
-            self._send_text(200, "ok")
-            return
-        if path == "/version":
-            self._send_json(
-                200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-kubesim", "platform": "sim"}
-            )
-            return
-        route = _route(path)
-        if route is None:
-            self._send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
-            return
-        if method != "GET":
-            self._send_json(405, status(405, "MethodNotAllowed", "kubesim serves reads only"))
-            return
-        resource, namespace, name = route
-        try:
-            labels = parse_selector(params.get("labelSelector", ""))
-            field_name = field_selector_name(params.get("fieldSelector", ""))
-        except SelectorError as exc:
-            self._send_json(400, status(400, "BadRequest", str(exc)))
-            return
-        query = Query(resource, namespace, name, labels, field_name if name is None else name)
-        if name is not None and params.get("watch") not in ("1", "true"):
-            self._send_json(*sim._store.get(query))
-            return
-        if params.get("watch") in ("1", "true"):
-            self._watch(query, params)
-            return
-        try:
-            limit = int(params.get("limit") or 0)
-        except ValueError:
-            self._send_json(400, status(400, "BadRequest", "limit must be an integer"))
-            return
-        rv = params.get("resourceVersion")
-        if rv not in (None, "") and not str(rv).isdigit():
-            self._send_json(400, status(400, "BadRequest", f"invalid resourceVersion {rv!r}"))
-            return
-        self._send_list(*sim._store.list_page(query, rv, limit, params.get("continue")))
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def _event(self, etype: str, obj: Obj) -> None:
-        event: Any = {"type": etype, "object": obj}
-        if etype not in ("BOOKMARK", "ERROR"):
-            event = self.server.sim._faults.garbled(event, event=True)
-        self._chunk(json.dumps(event).encode() + b"\n")
-
-    def _watch(self, query: Query, params: Mapping[str, str]) -> None:
-        sim = self.server.sim
-        rv_param = params.get("resourceVersion") or ""
-        bookmarks = params.get("allowWatchBookmarks") in ("1", "true")
-        try:
-            timeout = float(params.get("timeoutSeconds") or _DEFAULT_WATCH_TIMEOUT)
-            cursor = int(rv_param) if rv_param not in ("", "0") else -1
-        except ValueError:
-            self._send_json(400, status(400, "BadRequest", "invalid resourceVersion or timeoutSeconds"))
-            return
-        api_version, kind = KIND[query.resource]
-        with sim._cond:
-            # A cut between here and the registration below is seen through the generation: no stream escapes.
-            gen = sim._stream_gen
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        pending: list[tuple[str, Obj]] = []
-        with sim._cond:
-            sim._streams.add(self.connection)
-            fault = sim._faults.mode
-            if fault == END_WATCH:
-                cursor = -2
-            elif fault == EXPIRE or 0 <= cursor < sim._store.horizon:
-                horizon = sim._store.horizon
-                expired = status(410, "Expired", f"too old resource version: {cursor} ({horizon})")
-                pending.append(("ERROR", expired))
-                cursor = -2
-            elif cursor == -1:
-                # No resourceVersion: like the real server, start with the current state as ADDED events.
-                pending, cursor = sim._store.current(query)
-        now = time.monotonic()
-        deadline = now + timeout
-        next_bookmark = now + sim.bookmark_interval
-        try:
-            for etype, obj in pending:
-                self._event(etype, obj)
-            if cursor == -2:
-                self._chunk(b"")
-                return
-            while True:
-                pending = []
-                send_bookmark = False
-                with sim._cond:
-                    while True:
-                        if sim._stopping or sim._stream_gen != gen or sim._faults.mode == REFUSE:
-                            self.close_connection = True
-                            _abort(self.connection)
-                            return
-                        pending, cursor = sim._store.changes_after(query, cursor)
-                        if pending:
-                            break
-                        now = time.monotonic()
-                        if now >= deadline:
-                            break
-                        if bookmarks and now >= next_bookmark:
-                            send_bookmark = True
-                            cursor = max(cursor, sim._store.resource_version)
-                            break
-                        wake = min(deadline, next_bookmark) if bookmarks else deadline
-                        sim._cond.wait(max(0.0, wake - now))
-                for etype, obj in pending:
-                    self._event(etype, obj)
-                if send_bookmark:
-                    next_bookmark = time.monotonic() + sim.bookmark_interval
-                    mark = {
-                        "kind": kind,
-                        "apiVersion": api_version,
-                        "metadata": {"resourceVersion": str(cursor)},
-                    }
-                    self._event("BOOKMARK", mark)
-                if time.monotonic() >= deadline:
-                    self._chunk(b"")
-                    return
-        finally:
-            with sim._cond:
-                sim._streams.discard(self.connection)
-
-
-def _route(path: str) -> tuple[str, str | None, str | None] | None:
-    """(resource, namespace, name) for the resource paths the simulator serves."""
-    segs = path.strip("/").split("/")
-    if segs[:3] == ["api", "v1", "nodes"] and len(segs) in (3, 4):
-        return NODES, None, segs[3] if len(segs) == 4 else None
-    if segs[:3] == ["apis", "discovery.k8s.io", "v1"]:
-        rest = segs[3:]
-        if rest == ["endpointslices"]:
-            return ENDPOINTSLICES, None, None
-        if len(rest) in (3, 4) and rest[0] == "namespaces" and rest[2] == "endpointslices":
-            return ENDPOINTSLICES, rest[1], rest[3] if len(rest) == 4 else None
-    return None
-
-
-def _request_kind(path: str, params: Mapping[str, str], method: str) -> str:
-    if method != "GET" or _route(path.rstrip("/")) is None:
-        return "other"
-    if params.get("watch") in ("1", "true"):
-        return "watch"
-    route = _route(path.rstrip("/"))
-    return "get" if route is not None and route[2] is not None else "list"
+        return self._requests.tls_errors()
