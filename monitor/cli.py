@@ -262,14 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from monitor.testbed.demo import main as demo_main
 
         return demo_main(argv[1:])
-    # Before anything slow (monitor.app's imports, building the adapters): a stop during start-up ends cleanly.
-    StopSignals.install()
 
     def parsed() -> Settings:
         parser = build_parser()
         return settings_from_args(parser.parse_args(argv), parser)
 
     try:
+        # Before anything slow (monitor.app's imports, building the adapters): a stop during start-up ends
+        # cleanly too.
+        StopSignals.install()
         settings = parsed()
     except Stopping as stopping:
         # Parsing is quick and pure: finish it, for the VIPs and ports whose rules are to be removed.

@@ -87,10 +87,16 @@ class StopSignals:
         if isinstance(owner, StopSignals):
             return owner
         stops = cls()
-        for ignored in IGNORED:
-            signal.signal(ignored, signal.SIG_IGN)
-        for signum in stop_signals():
-            signal.signal(signum, stops._on_signal)
+        # All or none: a signal arriving meanwhile waits until every handler is in, then raises as usual (the
+        # caller installs inside the ``try`` that catches Stopping).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals())
+        try:
+            for ignored in IGNORED:
+                signal.signal(ignored, signal.SIG_IGN)
+            for signum in stop_signals():
+                signal.signal(signum, stops._on_signal)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if not faulthandler.is_enabled():
             faulthandler.enable()  # a crash of the interpreter itself still shows where it happened
         return stops

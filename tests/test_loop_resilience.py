@@ -185,8 +185,8 @@ def test_an_exception_while_applying_is_retried_so_the_change_still_lands_withou
     m = live.start(writer=FailsOnce(cfg=cfg, haproxy_bin=live.haproxy_bin))
     m.post(Objects(NODES))
     serving(m, cfg, ["m0", "m1", "m2"])
+    wait_until(lambda: m.status.readyz()[0], timeout=5, what="ready once the retry landed")
     assert internal_errors(m) == 1
-    assert m.status.readyz()[0] is True, m.status.readyz()[1]
 
 
 class BrokenStats(StatsSource):
@@ -319,6 +319,7 @@ def test_a_failed_write_is_retried_with_backoff_until_the_change_lands_without_a
             filler.unlink()
     # Nothing else happens from here on: the retry alone brings the change in.
     serving(m, cfg, ["m0", "m1", "m3"])
-    assert m.status.config_error is None
+    # The file is renamed into place a moment before the loop records the success: wait for the record.
     wait_until(lambda: m.status.readyz()[0], timeout=5, what="ready again")
+    assert m.status.config_error is None
     assert isinstance(m.status.applied, LBConfig) and len(m.status.applied.backends) == 3
