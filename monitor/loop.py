@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monitor import discovery
 from monitor.events import Connectivity, Event, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
-from monitor.logs import Log
+from monitor.logs import Log, UnexpectedLog
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
 from monitor.pipeline import ApplyResult, Pipeline, ReloadResult
 from monitor.ports import ConfigWriterPort, ReloaderPort, SteeringPort, SteeringResult, TemplatePort
 from monitor.settings import Settings
-from monitor.stabilize import Hysteresis, Settle
+from monitor.stabilize import Backoff, Hysteresis, Settle
 from monitor.status import Stage, Status
+
+# A failed write (read-only or full file system, no descriptor left) is tried again after 0.5 s, doubling up
+# to 30 s, until it lands: the change is never dropped to wait for some unrelated event.
+WRITE_RETRY_FIRST, WRITE_RETRY_CAP = 0.5, 30.0
+# After a tick that raised, the loop waits at least this long: a deadline the failure left in the past must
+# not turn the loop into a spin.
+PAUSE_AFTER_ERROR = 0.5
+LOGGED_CHANGES = 20  # backends named per direction in the "backend set settled" line
 
 
 def backend_diff(old: Sequence[Backend], new: Sequence[Backend]) -> dict[str, list[str]]:
@@ -51,6 +60,23 @@ def desired_config(
     return config, found.warnings
 
 
+def _capped(items: list[str], limit: int = LOGGED_CHANGES) -> list[str]:
+    """At most ``limit`` items, then how many more: a log line stays a line with 5,000 backends too."""
+    return items if len(items) <= limit else [*items[:limit], f"... and {len(items) - limit} more"]
+
+
+def coalesce(batch: Sequence[Event]) -> list[Event]:
+    """The queued events worth handling, in order: a Stop pre-empts all the rest, and of several Objects (each
+    one the full set) or several TemplateChanged only the newest is kept, so a burst costs one rediscovery."""
+    for event in batch:
+        if isinstance(event, Stop):
+            return [event]
+    newest: dict[type, int] = {
+        type(e): i for i, e in enumerate(batch) if isinstance(e, Objects | TemplateChanged)
+    }
+    return [e for i, e in enumerate(batch) if newest.get(type(e), i) == i]
+
+
 class Report:
     """What each outcome the loop sequences means for the status, the metrics and the log (one line per event)."""
 
@@ -60,6 +86,7 @@ class Report:
         self._warnings: set[str] = set()
         subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
         self.log = {name: Log(name) for name in subsystems}
+        self.unexpected = UnexpectedLog(self.log["loop"], count=status.metrics.internal_errors.inc)
 
     def discovered(self, warnings: Sequence[str]) -> None:
         """Each discovery warning once, for as long as it holds."""
@@ -67,10 +94,24 @@ class Report:
             self.log["discovery"].warning(warning)
         self._warnings = set(warnings)
 
+    def backends_listed(self, count: int, *, kept: int) -> None:
+        """Discovery found ``count`` backends; none while ``kept`` are served is refused, logged once."""
+        refusing = count == 0
+        if refusing and self.status.empty_refused is None:
+            self.log["discovery"].warning(
+                "the API lists no usable backend; keeping the last backend set", kept=kept
+            )
+        elif not refusing and self.status.empty_refused is not None:
+            self.log["discovery"].info("the API lists backends again", backends=count)
+        self.status.refusing_empty(kept if refusing else None)
+
     def settled(self, previous: LBConfig | None, value: LBConfig) -> None:
         diff = backend_diff(previous.backends if previous else (), value.backends)
         self.log["settle"].info(
-            "backend set settled", backends=len(value.backends), added=diff["added"], removed=diff["removed"]
+            "backend set settled",
+            backends=len(value.backends),
+            added=_capped(diff["added"]),
+            removed=_capped(diff["removed"]),
         )
 
     def template_loaded(self, error: str | None, template: TemplatePort) -> None:
@@ -167,7 +208,12 @@ class Monitor:
         )
         self.report = Report(self.status, cfg=writer.cfg, socket=reloader.socket_path)
         self.stopped = threading.Event()
+        self.write_retry = Backoff(first=WRITE_RETRY_FIRST, cap=WRITE_RETRY_CAP)
         self._desired: LBConfig | None = None
+        self._desired_seen: float | None = None
+        # The last non-empty set discovery found: no control plane has zero API servers while one answers us,
+        # so an empty set never replaces it. Only the very first set may be empty (there is nothing to keep).
+        self._listed: LBConfig | None = None
         self._objects: tuple[Any, ...] | None = None
 
     # -- public -------------------------------------------------------------------------------------------------
@@ -176,14 +222,22 @@ class Monitor:
         self.queue.put(event)
 
     def run(self, *, until: Callable[[], bool] | None = None) -> int:
-        """Block until a Stop event (or ``until()`` is true); returns the exit code."""
-        self._load_template()
+        """Block until a Stop event (or ``until()`` is true); returns the exit code.
+
+        Each unit of work (one event, one tick) is guarded: an unexpected exception is logged with its traceback
+        and counted, the state stays as it was, and the loop goes on. A stop signal's ``Stopping`` is not an
+        Exception and passes through to the caller, which removes the steering rules.
+        """
+        self._guard("loading the template", self._load_template)
+        pause = 0.0
         while not self.stopped.is_set():
-            for event in self._drain():
-                self.handle(event)
+            for event in self._drain(at_least=pause):
+                self._guard(f"handling {type(event).__name__}", self.handle, event)
+                # Alive while it makes progress: /healthz must not fail because the loop works through a burst.
+                self.status.last_iteration = self.clock()
                 if self.stopped.is_set():
                     return 0
-            self.tick()
+            pause = 0.0 if self._guard("a tick", self.tick) else PAUSE_AFTER_ERROR
             if until is not None and until():
                 return 0
         return 0
@@ -219,36 +273,54 @@ class Monitor:
                 self.shutdown()
 
     def tick(self) -> None:
-        """Act on whatever deadline has passed: a settled backend set, a pending reload retry."""
+        """Act on whatever deadline has passed: a settled backend set, a failed write's retry, a pending reload."""
         now = self.status.last_iteration = self.clock()
         seen = self.settle.pending_since()
         due, value = self.settle.take_due(now)
         if due and value is not None:
             self.report.settled(self._desired, value)
-            self._desired = value
+            self._desired, self._desired_seen = value, seen
             self._apply_config(value, reason="backends changed", seen=seen)
+        elif self._desired is not None and self.write_retry.due is not None and now >= self.write_retry.due:
+            self._apply_config(self._desired, reason="retrying a failed write", seen=self._desired_seen)
         self.report.reload(self.pipeline.deliver_reload())
 
     def shutdown(self) -> None:
         """Remove steering (traffic must not be sent to a HAProxy nobody watches) and stop."""
-        if self.steering is not None:
-            # Unconditional: rules may exist that this process never saw installed (a previous run's).
-            self._steer(False, removed="steering rules removed on shutdown")
-        self.stopped.set()
+        try:
+            if self.steering is not None:
+                # Unconditional: rules may exist that this process never saw installed (a previous run's).
+                self._steer(False, removed="steering rules removed on shutdown")
+        finally:
+            self.stopped.set()  # even when the removal failed: the caller is told, the loop still stops
 
     # -- decisions ---------------------------------------------------------------------------------------------
-    def _drain(self) -> Iterator[Event]:
-        """The next event, waited for until the nearest deadline, then whatever else is queued already."""
-        deadlines = [d for d in (self.settle.deadline(), self.reloader.deadline()) if d is not None]
+    def _guard(self, what: str, action: Callable[..., None], *args: Any) -> bool:
+        """Run one unit of the loop's work; False when it raised (logged with its traceback, counted)."""
+        try:
+            action(*args)
+        except Exception as exc:
+            self.report.unexpected.exception(f"unexpected error {what}; state kept, the loop goes on", exc)
+            return False
+        return True
+
+    def _drain(self, *, at_least: float = 0.0) -> list[Event]:
+        """The next event, waited for until the nearest deadline, with all else queued already (coalesced)."""
+        pending = (self.settle.deadline(), self.reloader.deadline(), self.write_retry.due)
+        deadlines = [d for d in pending if d is not None]
         wait = self.settings.check_interval
         if deadlines:
             wait = min(wait, max(0.0, min(deadlines) - self.clock()))
         try:
-            yield self.queue.get(timeout=wait)
-            while True:
-                yield self.queue.get_nowait()
+            batch = [self.queue.get(timeout=max(wait, at_least))]
         except queue.Empty:
-            return
+            return []
+        for _ in range(self.queue.qsize()):  # what is queued now; later arrivals wait for the next round
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return coalesce(batch)
 
     def _rediscover(self) -> None:
         if self._objects is None:
@@ -261,16 +333,33 @@ class Monitor:
                 self.report.log["discovery"].warning(f"cannot read local addresses: {exc}")
         config, warnings = desired_config(self._objects, self.settings, local=local)
         self.report.discovered(warnings)
+        if self._listed is not None:
+            self.report.backends_listed(len(config.backends), kept=len(self._listed.backends))
+            if not config.backends:
+                return
+        if config.backends:
+            self._listed = config
         self.settle.observe(config, self.clock())
 
     def _load_template(self) -> None:
         self.report.template_loaded(self.pipeline.load_template(), self.pipeline.template)
 
     def _apply_config(self, config: LBConfig, *, reason: str, seen: float | None = None) -> None:
-        result = self.pipeline.apply(config)
+        try:
+            result = self.pipeline.apply(config)
+        except Exception as exc:
+            # A bug in a stage: kept as a failed write, so that the change is retried, not lost.
+            self.report.unexpected.exception("unexpected error applying the config; it will be retried", exc)
+            error = f"{self.settings.cfg}: unexpected {type(exc).__name__}: {exc}"
+            result = ApplyResult(stage_failed=Stage.WRITE, error=error)
         self.report.applied(
             config, result, reason=reason, seen=seen, template_loaded=self.pipeline.template_loaded
         )
+        if result.stage_failed is Stage.WRITE:
+            delay = self.write_retry.failed(self.clock(), jitter=random.uniform(0.8, 1.2))
+            self.report.log["write"].debug("write retry scheduled", seconds=round(delay, 3))
+        else:  # written, identical, or a text that will not get better by trying again (render, validation)
+            self.write_retry.succeeded()
 
     def _steer(self, steer: bool, *, removed: str = "rules removed") -> None:
         """Re-checked every cycle: rules present exactly while healthy (repairs external deletions)."""

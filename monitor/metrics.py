@@ -119,6 +119,16 @@ class Metrics:
             registry=r,
         )
         self.backends = Gauge(f"{PREFIX}_backends", "Backends in the applied configuration", registry=r)
+        self.empty_backend_set_refused = Gauge(
+            f"{PREFIX}_empty_backend_set_refused",
+            "1 while the API lists no usable backend and the last non-empty set is kept instead",
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            f"{PREFIX}_internal_errors",
+            "Unexpected exceptions caught (and logged with a traceback) in the loop and the adapter threads",
+            registry=r,
+        )
         self.last_apply = Gauge(
             f"{PREFIX}_last_apply_timestamp_seconds", "Unix time of the last successful apply", registry=r
         )

@@ -28,6 +28,7 @@ class ApplyResult:
     """
 
     stage_failed: Stage | None = None  # the stage that stopped the pipeline (a failed reload does not)
+    # A failed WRITE (the file system, not the text) is worth retrying: the loop does, with backoff.
     error: str | None = None
     text: str | None = None
     written: bool = False  # the live file was replaced
@@ -92,6 +93,9 @@ class Pipeline:
             )
         except WriteError as exc:
             return ApplyResult(stage_failed=Stage.WRITE, error=str(exc), text=text, render_error=render_error)
+        except OSError as exc:  # one the writer did not name, e.g. EMFILE when spawning 'haproxy -c'
+            error = f"{self.writer.cfg}: {exc.strerror or exc}"
+            return ApplyResult(stage_failed=Stage.WRITE, error=error, text=text, render_error=render_error)
         applied_at = self._clock()
         reload = None
         if written:

@@ -92,3 +92,31 @@ class Hysteresis:
             self._streak = 0
             return True
         return False
+
+
+@dataclass
+class Backoff:
+    """When to try again after consecutive failures: ``first`` seconds, doubling up to ``cap``.
+
+    ``jitter`` (a factor near 1, drawn by the caller) spreads retries of several monitors apart.
+    """
+
+    first: float
+    cap: float
+    due: float | None = None  # when the next attempt is due; None while nothing failed
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first <= self.cap:
+            raise ValueError("backoff: need 0 < first <= cap")
+
+    def failed(self, now: float, *, jitter: float = 1.0) -> float:
+        """One more failure at ``now``: schedule the next attempt and return its delay."""
+        delay = min(self.cap, self.first * 2.0 ** min(self.failures, 64)) * jitter
+        self.failures += 1
+        self.due = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.due = None

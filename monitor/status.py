@@ -86,6 +86,7 @@ class Status:
         self.healthy = False
         self.steering_active = False
         self.servers: dict[tuple[str, str], ServerState] = {}
+        self.empty_refused: int | None = None  # while refusing an empty set: how many backends are kept
         self.errors: dict[Check, str | None] = dict.fromkeys(get_args(Check))
         self._once = {check: OnceLog(Log(subsystem)) for check, subsystem in _SUBSYSTEM.items()}
         self._discovery = Log("discovery")
@@ -144,6 +145,11 @@ class Status:
             self.metrics.applies.inc()
             if seen is not None:
                 self.metrics.apply_latency.observe(at - seen)
+
+    def refusing_empty(self, kept: int | None) -> None:
+        """``kept``: the API lists no usable backend and the last ``kept`` backends stay; None: it lists some."""
+        self.empty_refused = kept
+        self.metrics.empty_backend_set_refused.set(0 if kept is None else 1)
 
     def reloaded(self) -> None:
         self.metrics.reloads.inc()
@@ -209,7 +215,8 @@ class Status:
         return age <= limit, {"loop_last_iteration_age_seconds": round(age, 3), "limit_seconds": limit}
 
     def readyz(self) -> tuple[bool, dict[str, object]]:
-        """Ready while the API answers and the config HAProxy runs is current, reloaded and steered as decided."""
+        """Ready while the API answers and the config HAProxy runs is current, reloaded and steered as decided
+        (not while an empty backend set is refused: the config is then deliberately not what the API says)."""
         steering = ("active" if self.steering_active else "inactive") if self._steering else "off"
         checks: dict[str, object] = {
             "api": "ok" if self.api_reachable else (self.api_error or "no answer from the API yet"),
@@ -219,6 +226,7 @@ class Status:
             if self.applied is not None and self.config_error is None
             else (self.config_error or "no config rendered yet"),
             "template": self.template_error or "ok",
+            "backends": self._backends_check(),
             "reload": "ok" if not self.reload_pending else (self.reload_error or "reload pending"),
             "healthy": self.healthy,
             "steering": steering if self.steering_error is None else self.steering_error,
@@ -230,5 +238,14 @@ class Status:
             and self.template_error is None
             and not self.reload_pending
             and self.steering_error is None
+            and self.empty_refused is None
         )
         return ready, checks
+
+    def _backends_check(self) -> str:
+        if self.empty_refused is not None:
+            return f"the API lists no usable backend; keeping the last {self.empty_refused}"
+        if self.applied is not None and not self.applied.backends:
+            # The very first set was empty: nothing to keep, so HAProxy serves no server (and reports unhealthy).
+            return "none: the API lists no usable backend"
+        return "ok"

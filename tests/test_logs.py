@@ -36,3 +36,29 @@ def test_text_logs_carry_the_subsystem_and_quote_values_with_spaces(capsys):
     assert " reload " in lines[0] and "socket=/var/run/haproxy/haproxy-master.sock attempt=2" in lines[0]
     assert lines[2].endswith('previous_error="cfg: disk full"')
     logging.getLogger(logs.ROOT).handlers.clear()
+
+
+def test_an_unexpected_exception_is_logged_with_its_traceback_once_and_repeats_are_only_counted(capsys):
+    counted: list[int] = []
+    for fmt in ("text", "json"):
+        logs.setup(fmt=fmt, level="info")
+        unexpected = logs.UnexpectedLog(logs.Log("loop"), count=lambda: counted.append(1))
+        for _ in range(3):
+            try:
+                {}["missing"]
+            except KeyError as exc:
+                unexpected.exception("unexpected error handling Objects", exc)
+        err = capsys.readouterr().err
+        if fmt == "text":
+            first, *trace = err.splitlines()
+            assert first.endswith("unexpected error handling Objects: KeyError('missing')")
+            assert trace[0] == "Traceback (most recent call last):" and trace[-1] == "KeyError: 'missing'"
+            assert "in test_an_unexpected_exception" in err, "the traceback names where it happened"
+        else:
+            (line,) = err.splitlines()
+            doc = json.loads(line)
+            assert doc["msg"].startswith("unexpected error") and doc["traceback"].endswith(
+                "KeyError: 'missing'"
+            )
+    assert len(counted) == 6, "every occurrence is counted"
+    logging.getLogger(logs.ROOT).handlers.clear()

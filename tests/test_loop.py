@@ -10,8 +10,8 @@ import pytest
 
 from monitor.adapters.config_writer import ConfigWriter
 from monitor.adapters.reloader import Reloader
-from monitor.events import Connectivity, Objects, StatsObserved, Stop, TemplateChanged
-from monitor.loop import Monitor
+from monitor.events import Connectivity, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
+from monitor.loop import Monitor, coalesce
 from monitor.model import ServerState
 from monitor.render import Renderer
 from monitor.settings import Settings
@@ -281,3 +281,89 @@ def test_a_template_that_parses_but_fails_to_render_does_not_freeze_the_backend_
     assert m.status.readyz()[0] is True
     server.close()
     assert server.received.count(b"reload\n") == 3
+
+
+def refused_gauge(m: Monitor) -> float | None:
+    return m.metrics.registry.get_sample_value("haproxy_monitor_empty_backend_set_refused")
+
+
+def test_an_empty_backend_set_never_replaces_a_non_empty_one_and_is_reported_until_backends_return(
+    world, caplog
+):
+    caplog.set_level(logging.INFO, logger="monitor")
+    server = LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    good = world.cfg.read_bytes()
+    # The API answers with no control-plane node, then with only nodes that cannot be backends.
+    for now, items in (
+        (10.0, ()),
+        (20.0, ()),
+        (30.0, (node("bad name", "192.0.2.50"), node("m5", "127.0.0.1"))),
+    ):
+        world.clock.now = now
+        m.handle(Objects(items))
+        world.clock.now = now + world.settings.settle_max
+        m.tick()
+    assert world.cfg.read_bytes() == good, "the last non-empty set stays in HAProxy"
+    ready, checks = m.status.readyz()
+    assert not ready and checks["backends"] == "the API lists no usable backend; keeping the last 3"
+    assert refused_gauge(m) == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "monitor.discovery"]
+    assert [s for s in said if "no usable backend" in s] == [
+        "the API lists no usable backend; keeping the last backend set"
+    ], "logged once, however often the API says it"
+    world.clock.now = 50.0
+    m.handle(Objects(NODES[:2]))
+    world.clock.now = 50.0 + world.settings.settle
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m1"]
+    assert m.status.readyz()[0] is True and m.status.readyz()[1]["backends"] == "ok"
+    assert refused_gauge(m) == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "monitor.discovery"]
+    assert said.count("the API lists backends again") == 1
+    server.close()
+    server.thread.join(2)
+    assert server.received == [b"reload\n", b"reload\n"], "nothing was reloaded while refusing"
+
+
+def test_a_non_empty_set_still_settling_is_kept_when_an_empty_one_follows(world):
+    LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(NODES))
+    m.tick()
+    world.clock.now = 10.0
+    m.handle(Objects((*NODES[:2], node("m3", "192.0.2.14"))))
+    world.clock.now = 10.5
+    m.handle(Objects(()))
+    world.clock.now = 20.0
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m1", "m3"], "the last set the API listed is the one served"
+
+
+def test_the_very_first_backend_set_may_be_empty_and_is_served_without_servers(world):
+    LineServer(world.sock)
+    m = world.monitor
+    m.handle(Objects(()))
+    m.tick()
+    # Nothing to keep: HAProxy gets a config without servers, so its /haproxy_monitor fails and no rule steers
+    # traffic to it; clients keep reaching the API servers on the VIP directly.
+    assert world.cfg.exists() and servers(world.cfg) == []
+    ready, checks = m.status.readyz()
+    assert checks["backends"] == "none: the API lists no usable backend"
+    assert ready, "the config is what the API says; the check says what that means"
+    assert refused_gauge(m) == 0
+    m.handle(Objects(NODES))
+    world.clock.now = world.settings.settle
+    m.tick()
+    assert servers(world.cfg) == ["m0", "m1", "m2"]
+
+
+def test_queued_events_coalesce_to_the_newest_full_set_and_a_stop_pre_empts_them_all():
+    sets = [Objects((node(f"m{i}", f"192.0.2.{i + 1}"),)) for i in range(500)]
+    health = HealthObserved(ok=True)
+    batch = [sets[0], health, *sets[1:], TemplateChanged("a"), Connectivity(True, False, "s", None)]
+    assert coalesce(batch) == [health, sets[-1], TemplateChanged("a"), Connectivity(True, False, "s", None)]
+    assert coalesce([*sets, Stop("SIGTERM"), health]) == [Stop("SIGTERM")]
+    assert coalesce([TemplateChanged("a"), TemplateChanged("b")]) == [TemplateChanged("b")]
