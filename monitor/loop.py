@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from monitor import discovery
+from monitor.backendset import BackendSet
 from monitor.events import Connectivity, Event, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
+from monitor.inbox import Inbox
 from monitor.logs import Log, UnexpectedLog
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
@@ -37,44 +38,9 @@ def backend_diff(old: Sequence[Backend], new: Sequence[Backend]) -> dict[str, li
     return {"added": sorted(after - before), "removed": sorted(before - after)}
 
 
-def desired_config(
-    objects: Sequence[Mapping[str, Any]], settings: Settings, *, local: Sequence[discovery.IPInterface]
-) -> tuple[LBConfig, tuple[str, ...]]:
-    """The LB config the API objects call for, and discovery's warnings (``local``: this host's addresses)."""
-    s = settings
-    if s.source == "endpointslices":
-        found = discovery.backends_from_endpointslices(
-            objects, vips=s.api_vips, api_port=s.api_port, topology=s.control_plane_topology
-        )
-    else:
-        found = discovery.backends_from_nodes(
-            objects,
-            vips=s.api_vips,
-            api_port=s.api_port,
-            local_addresses=local,
-            topology=s.control_plane_topology,
-        )
-    config = discovery.lbconfig(
-        found.backends, vips=s.api_vips, api_port=s.api_port, lb_port=s.lb_port, stat_port=s.stat_port
-    )
-    return config, found.warnings
-
-
 def _capped(items: list[str], limit: int = LOGGED_CHANGES) -> list[str]:
     """At most ``limit`` items, then how many more: a log line stays a line with 5,000 backends too."""
     return items if len(items) <= limit else [*items[:limit], f"... and {len(items) - limit} more"]
-
-
-def coalesce(batch: Sequence[Event]) -> list[Event]:
-    """The queued events worth handling, in order: a Stop pre-empts all the rest, and of several Objects (each
-    one the full set) or several TemplateChanged only the newest is kept, so a burst costs one rediscovery."""
-    for event in batch:
-        if isinstance(event, Stop):
-            return [event]
-    newest: dict[type, int] = {
-        type(e): i for i, e in enumerate(batch) if isinstance(e, Objects | TemplateChanged)
-    }
-    return [e for i, e in enumerate(batch) if newest.get(type(e), i) == i]
 
 
 class Report:
@@ -87,6 +53,18 @@ class Report:
         subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
         self.log = {name: Log(name) for name in subsystems}
         self.unexpected = UnexpectedLog(self.log["loop"], count=status.metrics.internal_errors.inc)
+
+    def guarded(self, what: str, action: Callable[..., None], *args: Any) -> bool:
+        """Run one unit of the loop's work; False when it raised (logged with its traceback, counted)."""
+        try:
+            action(*args)
+        except Exception as exc:
+            self.unexpected.exception(f"unexpected error {what}; state kept, the loop goes on", exc)
+            return False
+        return True
+
+    def local_addresses_failed(self, error: Exception) -> None:
+        self.log["discovery"].warning(f"cannot read local addresses: {error}")
 
     def discovered(self, warnings: Sequence[str]) -> None:
         """Each discovery warning once, for as long as it holds."""
@@ -190,11 +168,10 @@ class Monitor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.settings, self.networks, self.steering, self.clock = settings, networks, steering, clock
-        self.reloader = reloader
+        self.settings, self.reloader, self.steering, self.clock = settings, reloader, steering, clock
         self.metrics = metrics or Metrics()
         self.pipeline = Pipeline(template=renderer, writer=writer, reloader=reloader, clock=clock)
-        self.queue: queue.Queue[Event] = queue.Queue()
+        self.queue = Inbox()
         # --once applies the first backend set at once: there is no later change to wait for.
         quiet, max_wait = (0.0, 0.0) if settings.once else (settings.settle, settings.settle_max)
         self.settle: Settle[LBConfig] = Settle(quiet=quiet, max_wait=max_wait)
@@ -211,10 +188,7 @@ class Monitor:
         self.write_retry = Backoff(first=WRITE_RETRY_FIRST, cap=WRITE_RETRY_CAP)
         self._desired: LBConfig | None = None
         self._desired_seen: float | None = None
-        # The last non-empty set discovery found: no control plane has zero API servers while one answers us,
-        # so an empty set never replaces it. Only the very first set may be empty (there is nothing to keep).
-        self._listed: LBConfig | None = None
-        self._objects: tuple[Any, ...] | None = None
+        self.backends = BackendSet(settings, networks)
 
     # -- public -------------------------------------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -222,22 +196,18 @@ class Monitor:
         self.queue.put(event)
 
     def run(self, *, until: Callable[[], bool] | None = None) -> int:
-        """Block until a Stop event (or ``until()`` is true); returns the exit code.
-
-        Each unit of work (one event, one tick) is guarded: an unexpected exception is logged with its traceback
-        and counted, the state stays as it was, and the loop goes on. A stop signal's ``Stopping`` is not an
-        Exception and passes through to the caller, which removes the steering rules.
-        """
-        self._guard("loading the template", self._load_template)
+        """Block until a Stop event (or ``until()`` is true); returns the exit code. Each event and tick is guarded
+        (``Report.guarded``); a stop signal's ``Stopping`` is no Exception: the caller removes the rules."""
+        self.report.guarded("loading the template", self._load_template)
         pause = 0.0
         while not self.stopped.is_set():
             for event in self._drain(at_least=pause):
-                self._guard(f"handling {type(event).__name__}", self.handle, event)
+                self.report.guarded(f"handling {type(event).__name__}", self.handle, event)
                 # Alive while it makes progress: /healthz must not fail because the loop works through a burst.
                 self.status.last_iteration = self.clock()
                 if self.stopped.is_set():
                     return 0
-            pause = 0.0 if self._guard("a tick", self.tick) else PAUSE_AFTER_ERROR
+            pause = 0.0 if self.report.guarded("a tick", self.tick) else PAUSE_AFTER_ERROR
             if until is not None and until():
                 return 0
         return 0
@@ -246,9 +216,10 @@ class Monitor:
         """Feed one observation into the decision state (and act when it calls for it)."""
         match event:
             case Objects():
-                self._objects = event.items
                 self.status.answered(server=event.server, fallback=event.fallback)
-                self._rediscover()
+                config = self.backends.update(event.items, self.report)
+                if config is not None:
+                    self.settle.observe(config, self.clock())
             case Connectivity():
                 self.status.connectivity(
                     reachable=event.reachable, fallback=event.fallback, server=event.server, error=event.error
@@ -295,51 +266,14 @@ class Monitor:
             self.stopped.set()  # even when the removal failed: the caller is told, the loop still stops
 
     # -- decisions ---------------------------------------------------------------------------------------------
-    def _guard(self, what: str, action: Callable[..., None], *args: Any) -> bool:
-        """Run one unit of the loop's work; False when it raised (logged with its traceback, counted)."""
-        try:
-            action(*args)
-        except Exception as exc:
-            self.report.unexpected.exception(f"unexpected error {what}; state kept, the loop goes on", exc)
-            return False
-        return True
-
     def _drain(self, *, at_least: float = 0.0) -> list[Event]:
-        """The next event, waited for until the nearest deadline, with all else queued already (coalesced)."""
+        """The next events, waited for until the nearest deadline (a settle, a reload retry, a write retry)."""
         pending = (self.settle.deadline(), self.reloader.deadline(), self.write_retry.due)
         deadlines = [d for d in pending if d is not None]
         wait = self.settings.check_interval
         if deadlines:
             wait = min(wait, max(0.0, min(deadlines) - self.clock()))
-        try:
-            batch = [self.queue.get(timeout=max(wait, at_least))]
-        except queue.Empty:
-            return []
-        for _ in range(self.queue.qsize()):  # what is queued now; later arrivals wait for the next round
-            try:
-                batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        return coalesce(batch)
-
-    def _rediscover(self) -> None:
-        if self._objects is None:
-            return
-        local: Sequence[discovery.IPInterface] = []
-        if self.settings.source == "nodes":
-            try:
-                local = self.networks()
-            except Exception as exc:  # the adapter's own error type; go on as a host without the VIP's subnet
-                self.report.log["discovery"].warning(f"cannot read local addresses: {exc}")
-        config, warnings = desired_config(self._objects, self.settings, local=local)
-        self.report.discovered(warnings)
-        if self._listed is not None:
-            self.report.backends_listed(len(config.backends), kept=len(self._listed.backends))
-            if not config.backends:
-                return
-        if config.backends:
-            self._listed = config
-        self.settle.observe(config, self.clock())
+        return self.queue.drain(wait=max(wait, at_least))
 
     def _load_template(self) -> None:
         self.report.template_loaded(self.pipeline.load_template(), self.pipeline.template)

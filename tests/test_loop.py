@@ -11,7 +11,8 @@ import pytest
 from monitor.adapters.config_writer import ConfigWriter
 from monitor.adapters.reloader import Reloader
 from monitor.events import Connectivity, HealthObserved, Objects, StatsObserved, Stop, TemplateChanged
-from monitor.loop import Monitor, coalesce
+from monitor.inbox import coalesce
+from monitor.loop import Monitor
 from monitor.model import ServerState
 from monitor.render import Renderer
 from monitor.settings import Settings
