@@ -16,9 +16,6 @@ from urllib.parse import urlencode
 import urllib3
 import urllib3.connection
 import yaml
-from kubernetes.client import configuration as k8s_configuration
-from kubernetes.client import rest as k8s_rest
-from kubernetes.config import kube_config
 
 from monitor.adapters.kube.errors import (
     ConfigError,
@@ -31,6 +28,7 @@ from monitor.adapters.kube.errors import (
     one_line,
     status_message,
 )
+from monitor.adapters.kube.official import k8s_configuration, k8s_rest, kube_config
 
 _USER_AGENT = "haproxy-monitor/0.1"
 
