@@ -93,8 +93,7 @@ class ServerStat:
         return self.status.startswith("UP") or self.status == "OPEN" or self.status == "no check"
 
 
-def _int(row: dict[str, str], name: str, *, line: int) -> int | None:
-    raw = row.get(name, "") or ""
+def _int(raw: str, name: str, *, line: int) -> int | None:
     if raw == "":
         return None
     try:
@@ -103,10 +102,14 @@ def _int(row: dict[str, str], name: str, *, line: int) -> int | None:
         raise StatsParseError(f"show stat line {line}: column {name!r} is {raw!r}, not an integer") from None
 
 
+_KINDS = {kind.value: kind for kind in StatKind}
+
+
 def parse_show_stat(text: str) -> list[ServerStat]:
     """Parse the CSV answer of ``show stat`` (first line ``# pxname,svname,...``).
 
-    Raises StatsParseError naming the line and column on anything else.
+    Raises StatsParseError naming the line and column on anything else. Runs every check interval and on
+    every scrape: fields are taken by their column's index, not through a dict per row.
     """
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -118,6 +121,24 @@ def parse_show_stat(text: str) -> list[ServerStat]:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise StatsParseError(f"show stat: header lacks column(s) {', '.join(missing)}: {header[:80]!r}")
+    # zip() semantics: the first occurrence of a name wins, and a short row leaves its last columns empty.
+    index: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        index.setdefault(name, i)
+
+    def column(name: str) -> Callable[[list[str]], str]:
+        i = index.get(name)
+        if i is None:
+            return lambda fields: ""
+        return lambda fields: fields[i] if i < len(fields) else ""
+
+    pxname, svname, status, check, scur, stot, weight, addr, lastchg, chkfail, kind_of = (
+        column(n)
+        for n in (
+            "pxname", "svname", "status", "check_status", "scur", "stot", "weight", "addr", "lastchg", "chkfail",
+            "type",
+        )
+    )  # fmt: skip
     out = []
     for number, fields in enumerate(csv.reader(lines[1:]), start=2):
         if len(fields) < len(REQUIRED_COLUMNS) or len(fields) > len(columns) + 1:
@@ -125,26 +146,25 @@ def parse_show_stat(text: str) -> list[ServerStat]:
                 f"show stat line {number}: {len(fields)} fields for {len(columns)} columns: "
                 f"{','.join(fields)[:80]!r}"
             )
-        row = dict(zip(columns, fields, strict=False))
-        kind_code = _int(row, "type", line=number)
-        try:
-            kind = StatKind(kind_code)
-        except ValueError:
-            raise StatsParseError(f"show stat line {number}: unknown type {kind_code!r}") from None
+        kind_code = _int(kind_of(fields), "type", line=number)
+        kind = _KINDS.get(kind_code) if kind_code is not None else None
+        if kind is None:
+            raise StatsParseError(f"show stat line {number}: unknown type {kind_code!r}")
+        check_status = check(fields)
         out.append(
             ServerStat(
-                proxy=row["pxname"],
-                server=row["svname"],
+                proxy=pxname(fields),
+                server=svname(fields),
                 kind=kind,
-                status=row["status"],
-                check_status=row.get("check_status", "").removeprefix("* "),
-                current_sessions=_int(row, "scur", line=number) or 0,
-                total_sessions=_int(row, "stot", line=number) or 0,
-                weight=_int(row, "weight", line=number),
-                address=row.get("addr", ""),
-                last_change_seconds=_int(row, "lastchg", line=number),
-                check_failures=_int(row, "chkfail", line=number),
-                check_in_progress=row.get("check_status", "").startswith("* "),
+                status=status(fields),
+                check_status=check_status.removeprefix("* "),
+                current_sessions=_int(scur(fields), "scur", line=number) or 0,
+                total_sessions=_int(stot(fields), "stot", line=number) or 0,
+                weight=_int(weight(fields), "weight", line=number),
+                address=addr(fields),
+                last_change_seconds=_int(lastchg(fields), "lastchg", line=number),
+                check_failures=_int(chkfail(fields), "chkfail", line=number),
+                check_in_progress=check_status.startswith("* "),
             )
         )
     return out
