@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import enum
-import http.client
 import os
 import socket
 import threading
@@ -214,72 +212,130 @@ def read_stats(
     return parse_show_stat(b"".join(chunks).decode(errors="replace"))
 
 
+_MAX_HEAD = 65536
+
+
+def _page_request(page: StatsPage) -> bytes:
+    host = f"[{page.host}]" if ":" in page.host else page.host
+    lines = [
+        f"GET {page.csv_target} HTTP/1.0",
+        f"Host: {host}:{page.port}",
+        "Accept: text/csv",
+        "Connection: close",
+        "User-Agent: haproxy-monitor",
+    ]
+    if page.user or page.password:
+        token = base64.b64encode(f"{page.user}:{page.password}".encode()).decode()
+        lines.append(f"Authorization: Basic {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _split_answer(data: bytes, url: str) -> tuple[int, str, dict[str, str], bytes] | None:
+    """(status, reason, lower-cased headers, body so far) once the header block is complete, else None."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise StatsPageError(f"stats page {url}: the answer is not HTTP: {lines[0][:60]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body
+
+
+def _dechunk(body: bytes, url: str) -> bytes:
+    out = bytearray()
+    rest = body
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise StatsPageError(f"stats page {url}: broken chunked encoding") from None
+        if not sep or size == 0:
+            return bytes(out)
+        out += rest[:size]
+        rest = rest[size + 2 :]
+
+
 def read_stats_page(
     page: StatsPage, *, timeout: float = 2.0, max_bytes: int = MAX_STATS_BYTES
 ) -> list[ServerStat]:
     """GET the stats page's CSV (``URI;csv``, HTTP basic auth when the page has credentials) and parse it.
 
-    The whole exchange ends within ``timeout`` seconds; a body over ``max_bytes`` is refused. Raises
-    StatsPageError (one line naming the URL, never the password) or StatsParseError.
+    The whole exchange ends within ``timeout`` seconds (each wait is given only what is left of it); a body
+    over ``max_bytes`` is refused. Raises StatsPageError (one line naming the URL, never the password) or
+    StatsParseError. Plain HTTP/1.0 on one socket: it runs every check interval and on every scrape.
     """
-    conn = http.client.HTTPConnection(page.host, page.port, timeout=timeout)
-    headers = {"Accept": "text/csv", "Connection": "close"}
-    if page.user or page.password:
-        token = base64.b64encode(f"{page.user}:{page.password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    # A hard stop for every phase (connect, headers, body): http.client's own timeout applies per recv. The
-    # socket is kept here because the connection hands it over to the response (conn.sock becomes None).
-    cut = threading.Event()
-    opened: list[socket.socket] = []
 
-    def stop() -> None:
-        cut.set()
-        for sock in opened:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return remaining
 
-    timer = threading.Timer(timeout, stop)
-    timer.daemon = True
-    timer.start()
+    deadline = time.monotonic() + timeout
+    too_big = f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off"
+    data = bytearray()
+    answer = None
+    expected: int | None = None
+    body_start = 0
     try:
-        conn.connect()
-        if conn.sock is not None:
-            opened.append(conn.sock)
-        if cut.is_set():  # the connect itself used up the deadline (the timer had no socket to shut)
-            raise TimeoutError
-        conn.request("GET", page.csv_target, headers=headers)
-        resp = conn.getresponse()
-        if resp.status == 401:
-            who = f"user {page.user!r}" if page.user else "no credentials"
-            raise StatsPageError(
-                f"stats page {page.url}: HTTP 401, {who} refused; check the 'stats auth' user and password",
-                permanent=True,
-            )
-        if resp.status != 200:
-            raise StatsPageError(
-                f"stats page {page.url}: HTTP {resp.status} {resp.reason}; is {page.uri} the 'stats uri'?",
-                permanent=resp.status in (403, 404),
-            )
-        length = resp.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            raise StatsPageError(f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off")
-        body = bytearray()
-        while chunk := resp.read1(65536):
-            body += chunk
-            if len(body) > max_bytes:
-                raise StatsPageError(f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off")
-        if cut.is_set():
-            raise TimeoutError
+        with socket.create_connection((page.host, page.port), timeout=left()) as sock:
+            sock.settimeout(left())
+            sock.sendall(_page_request(page))
+            while True:
+                sock.settimeout(left())
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > max_bytes + _MAX_HEAD:
+                    raise StatsPageError(too_big)
+                if answer is None:
+                    answer = _split_answer(bytes(data), page.url)
+                    if answer is None:
+                        if len(data) > _MAX_HEAD:
+                            raise StatsPageError(
+                                f"stats page {page.url}: no end of the HTTP header in 64 KiB"
+                            )
+                        continue
+                    length = answer[2].get("content-length", "")
+                    expected = int(length) if length.isdigit() else None
+                    if expected is not None and expected > max_bytes:
+                        raise StatsPageError(too_big)
+                    body_start = len(data) - len(answer[3])
+                if expected is not None and len(data) - body_start >= expected:
+                    break  # complete, whether or not the server closes
     except StatsPageError:
         raise
-    except (OSError, http.client.HTTPException) as exc:
-        if cut.is_set() or isinstance(exc, TimeoutError):
-            raise StatsPageError(f"stats page {page.url}: no complete answer within the deadline") from exc
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    except TimeoutError as exc:
+        raise StatsPageError(f"stats page {page.url}: no complete answer within the deadline") from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
         raise StatsPageError(f"stats page {page.url}: {reason}") from exc
-    finally:
-        timer.cancel()
-        conn.close()
+    answer = _split_answer(bytes(data), page.url)
+    if answer is None:
+        raise StatsPageError(f"stats page {page.url}: the connection closed before a complete HTTP answer")
+    status, reason, headers, body = answer
+    if status == 401:
+        who = f"user {page.user!r}" if page.user else "no credentials"
+        raise StatsPageError(
+            f"stats page {page.url}: HTTP 401, {who} refused; check the 'stats auth' user and password",
+            permanent=True,
+        )
+    if status != 200:
+        raise StatsPageError(
+            f"stats page {page.url}: HTTP {status} {reason}; is {page.uri} the 'stats uri'?",
+            permanent=status in (403, 404),
+        )
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _dechunk(body, page.url)
+    if len(body) > max_bytes:
+        raise StatsPageError(too_big)
     return parse_show_stat(body.decode(errors="replace"))
 
 
