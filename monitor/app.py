@@ -62,21 +62,22 @@ def _poll_haproxy(
     timeout = max(0.5, min(2.0, settings.check_interval / 2))
     while not stop.is_set():
         sample = check_health(settings.health_url, timeout=timeout)
-        post(HealthObserved(ok=sample.ok, reason=sample.reason))
         try:
             rows = stats.read(timeout=timeout)
         except StatsUnavailable as exc:
-            post(StatsObserved(error=str(exc)))  # the source already logged it, once
+            observed = StatsObserved(error=str(exc))  # the source already logged it, once
         else:
-            post(
-                StatsObserved(
-                    servers=tuple(
-                        (s.proxy, s.server, s.status, s.check_status, s.current_sessions)
-                        for s in rows
-                        if s.is_server
-                    )
+            observed = StatsObserved(
+                servers=tuple(
+                    (s.proxy, s.server, s.status, s.check_status, s.current_sessions)
+                    for s in rows
+                    if s.is_server
                 )
             )
+        # Posted together once both are read: the loop wakes once a cycle, and not while this thread still
+        # holds the interpreter for the stats read (idle CPU, issue 13).
+        post(HealthObserved(ok=sample.ok, reason=sample.reason))
+        post(observed)
         stop.wait(settings.check_interval)
 
 
