@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import enum
+import operator
 import os
 import socket
 import threading
@@ -123,20 +124,22 @@ def parse_show_stat(text: str) -> list[ServerStat]:
     index: dict[str, int] = {}
     for i, name in enumerate(columns):
         index.setdefault(name, i)
-
-    def column(name: str) -> Callable[[list[str]], str]:
-        i = index.get(name)
-        if i is None:
-            return lambda fields: ""
-        return lambda fields: fields[i] if i < len(fields) else ""
-
-    pxname, svname, status, check, scur, stot, weight, addr, lastchg, chkfail, kind_of = (
-        column(n)
-        for n in (
-            "pxname", "svname", "status", "check_status", "scur", "stot", "weight", "addr", "lastchg", "chkfail",
-            "type",
-        )
-    )  # fmt: skip
+    wanted = (
+        "pxname",
+        "svname",
+        "status",
+        "check_status",
+        "scur",
+        "stot",
+        "weight",
+        "addr",
+        "lastchg",
+        "chkfail",
+    )
+    # One C call per row picks every field; a column the header lacks reads as the empty padding cell.
+    width = len(columns)
+    pick = operator.itemgetter(*(index.get(name, width) for name in (*wanted, "type")))
+    padding = [""] * (width + 1)
     out = []
     for number, fields in enumerate(csv.reader(lines[1:]), start=2):
         if len(fields) < len(REQUIRED_COLUMNS) or len(fields) > len(columns) + 1:
@@ -144,25 +147,27 @@ def parse_show_stat(text: str) -> list[ServerStat]:
                 f"show stat line {number}: {len(fields)} fields for {len(columns)} columns: "
                 f"{','.join(fields)[:80]!r}"
             )
-        kind_code = _int(kind_of(fields), "type", line=number)
+        if len(fields) <= width:
+            fields += padding[len(fields) :]
+        pxname, svname, status, check, scur, stot, weight, addr, lastchg, chkfail, kind_text = pick(fields)
+        kind_code = _int(kind_text, "type", line=number)
         kind = _KINDS.get(kind_code) if kind_code is not None else None
         if kind is None:
             raise StatsParseError(f"show stat line {number}: unknown type {kind_code!r}")
-        check_status = check(fields)
         out.append(
             ServerStat(
-                proxy=pxname(fields),
-                server=svname(fields),
+                proxy=pxname,
+                server=svname,
                 kind=kind,
-                status=status(fields),
-                check_status=check_status.removeprefix("* "),
-                current_sessions=_int(scur(fields), "scur", line=number) or 0,
-                total_sessions=_int(stot(fields), "stot", line=number) or 0,
-                weight=_int(weight(fields), "weight", line=number),
-                address=addr(fields),
-                last_change_seconds=_int(lastchg(fields), "lastchg", line=number),
-                check_failures=_int(chkfail(fields), "chkfail", line=number),
-                check_in_progress=check_status.startswith("* "),
+                status=status,
+                check_status=check.removeprefix("* "),
+                current_sessions=_int(scur, "scur", line=number) or 0,
+                total_sessions=_int(stot, "stot", line=number) or 0,
+                weight=_int(weight, "weight", line=number),
+                address=addr,
+                last_change_seconds=_int(lastchg, "lastchg", line=number),
+                check_failures=_int(chkfail, "chkfail", line=number),
+                check_in_progress=check.startswith("* "),
             )
         )
     return out
