@@ -2,18 +2,21 @@
 
 The real monitor process runs with steering on (real nft, in a private network namespace: the script
 re-runs itself under ``unshare -n``), the default 6 s check interval, the simulated API server and a real
-HAProxy behind the reload handler that is healthy. The template and the kubeconfig live in one directory,
-the kubelet's client certificate (``kubelet-client-current.pem``, a symlink) in another, as on a host; a
-neighbour process reads one file and rewrites another in each of those directories ``--neighbour-hz``
-times a second (files the monitor does not use). After convergence (every backend served, steering rules
+HAProxy behind the reload handler that is healthy. By default it sees what the static pod shows it: the Go
+template and no admin socket (hidden in its own mount namespace), so statistics come from the stats page.
+The template and the kubeconfig live in one directory, the kubelet's client certificate
+(``kubelet-client-current.pem``, a symlink) in another, as on a host; a neighbour process reads one file
+and rewrites another in each of those directories ``--neighbour-hz`` times a second (files the monitor
+does not use). After convergence (every backend served, steering rules
 installed) the monitor is measured over idle windows of ``--seconds``: without and with the neighbour.
 
-CPU is the whole process tree (``/proc/PID/stat`` utime+stime of the monitor and its live children, plus
-cutime+cstime of the children it has reaped, such as ``nft``), counted in clock ticks (10 ms): a window of
-a few seconds shows only whether anything busy is left; 60 s gives the figure. Wake-ups are the monitor's
-context switches (voluntary + involuntary, summed over its threads) per minute.
+CPU is the whole process tree: the scheduler's runtime of every thread of the monitor and of its live
+children (nanoseconds, ``/proc/P/task/T/schedstat``) plus cutime+cstime of the children it has reaped, such
+as ``nft``; the "ticks" column is ``/proc/PID/stat`` utime+stime+cutime+cstime alone, in 10 ms clock ticks.
+Wake-ups are the monitor's context switches (voluntary + involuntary, summed over its threads) per minute.
 
-Run: .venv/bin/python bench/bench_idle.py [--seconds 60] [--neighbour-hz 20] [--neighbour-mode inplace|rename]
+Run: .venv/bin/python bench/bench_idle.py [--seconds 60] [--layout pod|socket] [--neighbour-hz 20]
+     [--neighbour-mode inplace|rename]
 """
 
 from __future__ import annotations
@@ -82,19 +85,43 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of *pid* and its descendants: their own time, and the time of children they have reaped."""
-    ticks = 0
-    pending = [pid]
+def _tree(pid: int) -> list[int]:
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
+        found.append(current)
+        pending.extend(_children(current))
+    return found
+
+
+def tree_cpu(pid: int) -> tuple[float, frozenset[tuple[int, int]]]:
+    """CPU seconds of *pid* and its descendants, and the (process, thread) ids it was summed over.
+
+    Live threads count with the scheduler's nanosecond runtime (``/proc/P/task/T/schedstat``); children
+    already reaped (``nft`` runs) with their cutime+cstime ticks. A thread that ended in between is missing
+    from the second sum: measure() then falls back to utime+stime ticks, which keep it.
+    """
+    seconds, tasks = 0.0, set()
+    for proc in _tree(pid):
         try:
-            fields = _stat_fields(current)
+            fields = _stat_fields(proc)
+            seconds += (int(fields[13]) + int(fields[14])) / clock_ticks()  # cutime, cstime
+            for tid in os.listdir(f"/proc/{proc}/task"):
+                seconds += int(Path(f"/proc/{proc}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+                tasks.add((proc, int(tid)))
         except OSError:
             continue
-        # Fields 14-17 of proc(5) (utime, stime, cutime, cstime), counted here from field 3 (state).
-        ticks += sum(int(v) for v in fields[11:15])
-        pending.extend(_children(current))
+    return seconds, frozenset(tasks)
+
+
+def tree_ticks(pid: int) -> float:
+    """CPU seconds of the tree from utime+stime+cutime+cstime, in clock ticks (10 ms)."""
+    ticks = 0
+    for proc in _tree(pid):
+        try:
+            ticks += sum(int(v) for v in _stat_fields(proc)[11:15])  # fields 14-17 of proc(5)
+        except OSError:
+            continue
     return ticks / clock_ticks()
 
 
@@ -105,17 +132,22 @@ def status_value(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def wakeups(pid: int) -> dict[int, int]:
-    """Context switches per thread id (voluntary + involuntary): each one is a wake-up of that thread."""
+def thread_counters(pid: int) -> dict[int, tuple[int, float, str]]:
+    """Per thread id: context switches (voluntary + involuntary: each is a wake-up), CPU seconds, and wchan
+    (the kernel function it sleeps in: futex_wait for a lock/queue/event, do_sys_poll, sock recv, ...)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
+        base = Path(f"/proc/{pid}/task/{tid}")
         try:
-            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            text = (base / "status").read_text()
+            runtime = int((base / "schedstat").read_text().split()[0]) / 1e9
+            wchan = (base / "wchan").read_text().strip()
         except OSError:
             continue
-        out[int(tid)] = sum(
+        switches = sum(
             int(line.split()[1]) for line in text.splitlines() if line.split(":")[0].endswith("ctxt_switches")
         )
+        out[int(tid)] = (switches, runtime, wchan)
     return out
 
 
@@ -151,20 +183,28 @@ def steering_rules() -> int:
 
 
 def measure(pid: int, seconds: float) -> dict[str, Any]:
-    cpu0, woke0 = tree_cpu(pid), wakeups(pid)
+    (cpu0, tasks0), ticks0, threads0 = tree_cpu(pid), tree_ticks(pid), thread_counters(pid)
     time.sleep(seconds)
-    cpu1, woke1 = tree_cpu(pid), wakeups(pid)
+    (cpu1, tasks1), ticks1, threads1 = tree_cpu(pid), tree_ticks(pid), thread_counters(pid)
     per_min = 60.0 / seconds
-    per_thread = {tid: (n - woke0.get(tid, 0)) * per_min for tid, n in woke1.items()}
+    per_thread = []
+    for tid, (switches, runtime, wchan) in sorted(threads1.items()):
+        s0, r0, _ = threads0.get(tid, (0, 0.0, ""))
+        wakes, cpu_ms = (switches - s0) * per_min, (runtime - r0) * per_min * 1000
+        per_thread.append({"tid": tid, "wakeups": wakes, "cpu_ms": cpu_ms, "wchan": wchan})
+    precise = tasks0 == tasks1
     return {
-        "cpu_s_per_min": (cpu1 - cpu0) * per_min,
-        "wakeups_per_min": sum(per_thread.values()),
-        "wakeups_per_thread_per_min": sorted((round(v, 1) for v in per_thread.values()), reverse=True),
+        "cpu_s_per_min": ((cpu1 - cpu0) if precise else (ticks1 - ticks0)) * per_min,
+        "cpu_s_per_min_ticks": (ticks1 - ticks0) * per_min,
+        "precise": precise,
+        "wakeups_per_min": sum(t["wakeups"] for t in per_thread),
+        "threads": per_thread,
     }
 
 
 def inner(args: argparse.Namespace) -> int:
     """Inside the private network namespace: set everything up, converge, measure, print."""
+    from monitor.settings import parse_duration
     from monitor.testbed import pki
     from monitor.testbed.apiserver import KubeSim
     from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, free_port
@@ -190,14 +230,27 @@ def inner(args: argparse.Namespace) -> int:
             client_cert_file=kubelet.current,
             client_key_file=kubelet.current,
         )
-        lab = HaproxyLab(workdir=tmp / "haproxy", template=REPO / "templates" / args.template)
+        template_name = args.template or ("haproxy.cfg.tmpl" if args.layout == "pod" else "haproxy.cfg.j2")
+        lab = HaproxyLab(workdir=tmp / "haproxy", template=REPO / "templates" / template_name)
         lab.start_handler()
-        template = shared / args.template
+        template = shared / template_name
         shutil.copyfile(lab.template_path, template)
         log_path = tmp / "monitor.log"
+        # The static pod shares /var/run/haproxy and /etc/haproxy with HAProxy, not its admin socket's directory:
+        # hide that one under a tmpfs in the monitor's own mount namespace (exec keeps the PID).
+        hide = [
+            "unshare",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            'mount -t tmpfs hidden "$0" && exec "$@"',
+            str(lab.lib_dir),
+        ]
         with open(log_path, "wb") as log:
             monitor = subprocess.Popen(
                 [
+                    *(hide if args.layout == "pod" else []),
                     sys.executable, "-m", "monitor", str(kubeconfig), str(template), str(lab.cfg_path),
                     "--api-vips", VIP, "--api-port", str(api_port), "--lb-port", str(lab.lb_port),
                     "--stat-port", str(lab.stat_port), "--reload-socket", str(lab.master_socket),
@@ -215,7 +268,9 @@ def inner(args: argparse.Namespace) -> int:
         t_served = wait_for(served, timeout=60, what="HAProxy serving the three backends")
         t_steered = wait_for(lambda: steering_rules() == 2, timeout=120, what="the steering rules")
         print(f"start → backends served {t_served:.1f} s, → steering rules installed {t_steered:.1f} s")
-        time.sleep(2.0)  # the last apply's and the rule install's aftermath (logs, GC) is not idle time
+        # Converged: the cycle after the install looks at the rules once more (the kernel reported our own
+        # change); from then on nothing changes. That look is start-up, not idle time.
+        time.sleep(parse_duration(args.check_interval) + 2.0)
         windows = [w for w in args.windows.split(",") if w]
         results: dict[str, Any] = {}
         for window in windows:
@@ -238,13 +293,26 @@ def inner(args: argparse.Namespace) -> int:
             "quiet": "idle, nothing else touching its directories",
             "neighbour": f"idle, neighbour {args.neighbour_mode} at {args.neighbour_hz:g} Hz",
         }
-        print(f"monitor, steering on, check interval {args.check_interval}, windows of {args.seconds:g} s:")
-        print(f"  {'window':52} {'CPU-s/min':>10} {'wake-ups/min':>13}")
+        source = "stats page, admin socket hidden" if args.layout == "pod" else "admin socket"
+        print(
+            f"monitor, steering on, check interval {args.check_interval}, {template_name}, {source}, "
+            f"windows of {args.seconds:g} s:"
+        )
+        print(f"  {'window':52} {'CPU-s/min':>10} {'(ticks)':>8} {'wake-ups/min':>13}")
         for window, r in results.items():
-            print(f"  {what.get(window, window):52} {r['cpu_s_per_min']:10.3f} {r['wakeups_per_min']:13.0f}")
+            mark = "" if r["precise"] else "*"
+            print(
+                f"  {what.get(window, window):52} {r['cpu_s_per_min']:9.4f}{mark:1} "
+                f"{r['cpu_s_per_min_ticks']:8.2f} {r['wakeups_per_min']:13.0f}"
+            )
+        if not all(r["precise"] for r in results.values()):
+            print("  * a thread or child came or went during the window: clock ticks only")
         for window, r in results.items():
-            top = ", ".join(f"{v:g}" for v in r["wakeups_per_thread_per_min"] if v)
-            print(f"  wake-ups/min per thread ({window}): {top or 'none'}")
+            print(
+                f"  per thread ({window}; by thread id, i.e. start order), wake-ups/min | CPU ms/min | sleeps in:"
+            )
+            for t in r["threads"]:
+                print(f"    {t['tid']:>8} {t['wakeups']:8.0f} {t['cpu_ms']:8.2f}  {t['wchan']}")
         print(
             f"  RSS {view['rss_mb']:.1f} MB, peak RSS {view['peak_rss_mb']:.1f} MB, "
             f"{view['threads']} threads, {view['fds']} open fds"
@@ -278,7 +346,14 @@ def main() -> int:
     ap.add_argument("--neighbour-hz", type=float, default=20.0)
     ap.add_argument("--neighbour-mode", choices=("inplace", "rename"), default="inplace")
     ap.add_argument("--check-interval", default="6s")
-    ap.add_argument("--template", default="haproxy.cfg.j2", help="a template in templates/")
+    ap.add_argument(
+        "--layout",
+        choices=("pod", "socket"),
+        default="pod",
+        help="pod: the static pod's view (Go template, no admin socket: stats from the stats page); "
+        "socket: the Jinja2 template and HAProxy's admin socket",
+    )
+    ap.add_argument("--template", default="", help="a template in templates/ (default: by --layout)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
