@@ -173,6 +173,7 @@ class KubeSim:
         self._fault: str | None = None
         self._stopping = False
         self._stream_gen = 0
+        self._end_gen = 0
         self._streams: set[socket.socket] = set()
         self._connections: set[socket.socket] = set()
         self._log: deque[RequestRecord] = deque(maxlen=20000)
@@ -444,6 +445,14 @@ class KubeSim:
         for sock in streams:
             _abort(sock)
         return len(streams)
+
+    def end_streams(self) -> int:
+        """End every open watch stream as the server does when its timeout is up (a final empty chunk, the
+        connection kept); returns how many were open."""
+        with self._cond:
+            self._end_gen += 1
+            self._cond.notify_all()
+            return len(self._streams)
 
     def open_streams(self) -> int:
         with self._cond:
@@ -740,7 +749,7 @@ class _Handler(BaseHTTPRequestHandler):
         api_version, kind = _KIND[query.resource]
         with sim._cond:
             # A cut between here and the registration below is seen through the generation: no stream escapes.
-            gen = sim._stream_gen
+            gen, end_gen = sim._stream_gen, sim._end_gen
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -786,7 +795,8 @@ class _Handler(BaseHTTPRequestHandler):
                             if pending:
                                 break
                         now = time.monotonic()
-                        if now >= deadline:
+                        if now >= deadline or sim._end_gen != end_gen:
+                            deadline = min(deadline, now)
                             break
                         if bookmarks and now >= next_bookmark:
                             send_bookmark = True
