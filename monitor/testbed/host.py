@@ -289,13 +289,15 @@ class MonitorHost:
         self.wait(lambda: steering_rules() == 2, timeout=checks * 3 + 30, what="the steering rules")
         return self
 
-    def wait(self, predicate: Callable[[], object], *, timeout: float, what: str) -> float:
+    def wait(
+        self, predicate: Callable[[], object], *, timeout: float, what: str, poll: float = 0.01
+    ) -> float:
         def check() -> object:
             if self.proc is not None and self.proc.poll() is not None:
                 raise HostError(f"the monitor exited ({self.proc.returncode}): {self.log_tail()}")
             return predicate()
 
-        return wait_for(check, timeout=timeout, what=what)
+        return wait_for(check, timeout=timeout, what=what, poll=poll)
 
     def served(self) -> set[str]:
         """The backend addresses HAProxy serves (read on its admin socket, which the bench can always reach)."""
