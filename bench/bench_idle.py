@@ -15,6 +15,18 @@ children (nanoseconds, ``/proc/P/task/T/schedstat``) plus cutime+cstime of the c
 as ``nft``; the "ticks" column is ``/proc/PID/stat`` utime+stime+cutime+cstime alone, in 10 ms clock ticks.
 Wake-ups are the monitor's context switches (voluntary + involuntary, summed over its threads) per minute.
 
+What still wakes an idle monitor, by thread (the per-thread table shows them; everything else blocks without
+a timeout: the file watcher in poll(), the status server in select(), the watcher's stop bridges on events):
+
+* poll thread, every check interval: GET /haproxy_monitor (the health hysteresis counts checks, as the
+  reference does) and one stats read (the "server state changed" log line); then both are posted at once.
+* loop thread: once per posted pair, and at its own check-interval timeout (settle and reload-retry
+  deadlines, and /healthz's loop-liveness stamp). Steering runs here on each health sample: a
+  non-blocking read of the kernel's nftables notifications, nft only when our tables changed.
+* kube watcher: a watch bookmark about once a minute (API server), a new watch when one times out
+  (5-10 min), a relist every 50 check intervals (the safety net behind the watch); on the fallback server,
+  a probe of the primary every interval.
+
 Run: .venv/bin/python bench/bench_idle.py [--seconds 60] [--layout pod|socket] [--neighbour-hz 20]
      [--neighbour-mode inplace|rename]
 """
