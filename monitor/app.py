@@ -48,18 +48,22 @@ def _poll_haproxy(
         except Exception as exc:
             # Counted as a failed check: steering must not outlive a health check that cannot run.
             unexpected.exception("unexpected error in the health check; counted as failed", exc)
-            post(HealthObserved(ok=False, reason=f"health check raised {type(exc).__name__}: {exc}"))
+            health = HealthObserved(ok=False, reason=f"health check raised {type(exc).__name__}: {exc}")
         else:
-            post(HealthObserved(ok=sample.ok, reason=sample.reason))
+            health = HealthObserved(ok=sample.ok, reason=sample.reason)
         try:
             servers = stats.server_states(timeout=timeout)
         except StatsUnavailable as exc:
-            post(StatsObserved(error=str(exc)))  # the source already logged it, once
+            observed = StatsObserved(error=str(exc))  # the source already logged it, once
         except Exception as exc:
             unexpected.exception("unexpected error reading HAProxy's statistics", exc)
-            post(StatsObserved(error=f"stats read raised {type(exc).__name__}: {exc}"))
+            observed = StatsObserved(error=f"stats read raised {type(exc).__name__}: {exc}")
         else:
-            post(StatsObserved(servers=tuple(servers)))
+            observed = StatsObserved(servers=tuple(servers))
+        # Posted together once both are read: the loop wakes once a cycle, and not while this thread still
+        # holds the interpreter for the stats read (idle CPU).
+        post(health)
+        post(observed)
         stop.wait(settings.check_interval)
 
 

@@ -7,6 +7,7 @@ and speaks just enough HTTP/1.0 to read a status line under one hard deadline.
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
 import sys
 import time
@@ -40,6 +41,7 @@ class _Fail(Exception):
     """A probe failure whose message is the reason shown after ``fail:``."""
 
 
+@functools.lru_cache(maxsize=8)  # the sidecar's health check asks for the same URL every check interval
 def _target(url: str) -> tuple[SplitResult, str, int]:
     parts = urlsplit(url)
     if parts.scheme != "http":

@@ -291,3 +291,28 @@ def test_the_refuse_fault_counts_the_connections_it_resets(sim: KubeSim, tmp_pat
     with pytest.raises((urllib3.exceptions.HTTPError, client.ApiException)):
         api.list_node(_request_timeout=2)
     assert sim.request_count("refused") >= 1
+
+
+def test_end_streams_ends_open_watches_as_their_timeout_would(sim: KubeSim, tmp_path: Path) -> None:
+    api = core(sim.write_kubeconfig(tmp_path / "kc"))
+    outcome: list[str] = []
+
+    def consume() -> None:
+        try:
+            for _ in watch.Watch().stream(api.list_node, timeout_seconds=30):
+                pass
+            outcome.append("clean end")
+        except Exception as exc:
+            outcome.append(type(exc).__name__)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while sim.open_streams() == 0:
+        assert time.monotonic() < deadline, "the watch never opened"
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert sim.end_streams() == 1
+    thread.join(5)
+    assert outcome == ["clean end"]
+    assert time.monotonic() - started < 5, "long before the 30 s timeout"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -512,3 +513,71 @@ def test_an_nft_failure_is_reported_with_nfts_own_first_line(topo: Topology, cle
     result = bad.ensure()
     assert result.error is not None and result.error.startswith("nftables: ")
     assert "\n" not in result.error
+
+
+# ---- idle cost ---------------------------------------------------------------------------------------------
+def _quiet_cycles(tmp: Path) -> dict[str, dict[str, Any]]:
+    """Run inside a private namespace (the kernel's notifications come from the caller's own): the nft
+    invocations and the result of each step."""
+    nft, log = _counting_nft(tmp)
+    steering = NftSteering(spec=SteeringSpec(vips=(VIP4,), api_port=API_PORT, lb_port=LB_PORT), nft_bin=nft)
+    steps: dict[str, dict[str, Any]] = {}
+
+    def step(name: str, call: Any) -> None:
+        log.write_text("")
+        result = call()
+        steps[name] = {"nft": log.read_text().splitlines(), "changed": result.changed, "rules": result.rules}
+        assert result.error is None, result.error
+
+    step("first ensure", steering.ensure)
+    step("ensure after our own change", steering.ensure)
+    step("quiet ensure", steering.ensure)
+    step("another quiet ensure", steering.ensure)
+    run(None, "nft", "add table ip other; add chain ip other c; add rule ip other c counter")
+    step("ensure after another table changed", steering.ensure)
+    listing = json.loads(run(None, "nft", "-j", "-a", "list", "table", "ip", "ocp_nat"))["nftables"]
+    handle = next(i["rule"]["handle"] for i in listing if "rule" in i)
+    run(None, "nft", "delete", "rule", "ip", "ocp_nat", SPEC.prerouting_chain, "handle", str(handle))
+    step("ensure after our rule was deleted", steering.ensure)
+    step("ensure after the repair", steering.ensure)
+    step("quiet ensure after the repair", steering.ensure)
+    step("remove", steering.remove)
+    step("remove after our own change", steering.remove)
+    step("quiet remove", steering.remove)
+    return steps
+
+
+def test_once_settled_a_cycle_runs_no_nft_until_the_kernel_reports_a_change_to_our_tables(
+    tmp_path: Path,
+) -> None:
+    script = (
+        "import json, sys; from pathlib import Path; from tests.test_steering_nft import _quiet_cycles; "
+        "print(json.dumps(_quiet_cycles(Path(sys.argv[1]))))"
+    )
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", script, str(tmp_path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = json.loads(done.stdout.splitlines()[-1])
+    listing, apply = "-j list table ip ocp_nat", "-f -"
+    assert steps["first ensure"]["nft"] == ["-j list tables", apply]
+    # Our own transaction is a change too: it is looked at once.
+    assert steps["ensure after our own change"] == {"nft": [listing], "changed": False, "rules": 2}
+    assert steps["quiet ensure"] == {"nft": [], "changed": False, "rules": 2}
+    assert steps["another quiet ensure"]["nft"] == []
+    assert steps["ensure after another table changed"]["nft"] == []
+    assert steps["ensure after our rule was deleted"] == {
+        "nft": [listing, apply],
+        "changed": True,
+        "rules": 2,
+    }
+    assert steps["ensure after the repair"]["nft"] == [listing]
+    assert steps["quiet ensure after the repair"]["nft"] == []
+    assert steps["remove"] == {"nft": [listing, apply], "changed": True, "rules": 0}
+    assert steps["remove after our own change"]["nft"] == [listing]
+    assert steps["quiet remove"] == {"nft": [], "changed": False, "rules": 0}

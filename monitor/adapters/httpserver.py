@@ -289,6 +289,9 @@ class StatusServer:
         class Handler(_Limits):
             server_version = "haproxy-monitor"
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: on a keep-alive connection (Prometheus keeps one) Nagle
+            # would hold the body until the client's delayed ACK of the headers, 40 ms per scrape.
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:
                 self.answering()

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from monitor.adapters.nfnotify import RulesetWatch
 from monitor.ports import SteeringResult
 from monitor.steering.listing import (
     Listing,
@@ -29,7 +30,10 @@ class NftSteering:
 
     The first ensure/remove also sweeps up what earlier monitors left (see ``monitor.steering.plan``); it
     is repeated until one succeeds. After that a cycle reads only the VIP families' tables: one
-    ``nft -j list table`` per family, and one ``nft -f -`` only when something must change.
+    ``nft -j list table`` per family, and one ``nft -f -`` only when something must change. Once a cycle
+    found the tables as wanted, the next ones with the same aim run no nft at all until the kernel reports
+    a change to those tables (``monitor.adapters.nfnotify``): a rule deleted by someone else is still
+    repaired by the next cycle, and an idle host is not read every check interval.
     """
 
     def __init__(
@@ -54,6 +58,11 @@ class NftSteering:
         self._desired = desired_rules(spec)
         self._families = vip_families(spec)
         self._swept = False
+        # The last cycle that found (or made) the ruleset as wanted: (steer, our rule count). While the
+        # kernel reports no change to our tables, a cycle with the same aim would find the same again.
+        self._settled: tuple[bool, int] | None = None
+        self._watch: RulesetWatch | None = None
+        self._watch_tried = False
 
     @property
     def spec(self) -> SteeringSpec:
@@ -179,16 +188,38 @@ class NftSteering:
             warning=warning,
         )
 
+    def _unchanged_since_settled(self, *, steer: bool) -> bool:
+        """Whether the kernel reported no change to our tables since the last cycle with this aim settled.
+
+        Always drains the notifications first, so that those about the listing this cycle is about to make
+        are not counted again next time. Inside another namespace (``netns``) nothing is known: list.
+        """
+        if not self._watch_tried and self._netns is None:
+            self._watch_tried = True
+            try:
+                self._watch = RulesetWatch(tables=[(family, self._spec.table) for family in self._families])
+            except OSError:
+                self._watch = None  # no netlink here: every cycle lists, as before
+        if self._watch is None:
+            return False
+        changed = self._watch.changed()
+        return not changed and self._settled is not None and self._settled[0] == steer
+
     def _cycle(self, *, steer: bool) -> SteeringResult:
+        if self._unchanged_since_settled(steer=steer) and self._settled is not None:
+            return SteeringResult(changed=False, error=None, rules=self._settled[1])
+        self._settled = None
         try:
             try:
-                return self._cycle_once(steer=steer)
+                result = self._cycle_once(steer=steer)
             except _NftError:
                 # A rule deleted by someone else between our read and our write makes the whole
                 # transaction fail on its stale handle: read again and retry once.
-                return self._cycle_once(steer=steer)
+                result = self._cycle_once(steer=steer)
         except (_NftError, RulesetError) as exc:
             return SteeringResult(changed=False, error=str(exc), rules=self._count_quietly())
+        self._settled = (steer, result.rules)
+        return result
 
     def ensure(self) -> SteeringResult:
         """Install missing rules and delete duplicates/strays, in one transaction; idempotent."""

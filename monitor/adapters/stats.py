@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import enum
-import http.client
+import operator
 import os
 import socket
 import threading
@@ -100,8 +99,7 @@ class ServerStat:
         return ServerState(self.proxy, self.server, self.status, self.check_status, self.current_sessions)
 
 
-def _int(row: dict[str, str], name: str, *, line: int) -> int | None:
-    raw = row.get(name, "") or ""
+def _int(raw: str, name: str, *, line: int) -> int | None:
     if raw == "":
         return None
     try:
@@ -110,10 +108,14 @@ def _int(row: dict[str, str], name: str, *, line: int) -> int | None:
         raise StatsParseError(f"show stat line {line}: column {name!r} is {raw!r}, not an integer") from None
 
 
+_KINDS = {kind.value: kind for kind in StatKind}
+
+
 def parse_show_stat(text: str) -> list[ServerStat]:
     """Parse the CSV answer of ``show stat`` (first line ``# pxname,svname,...``).
 
-    Raises StatsParseError naming the line and column on anything else.
+    Raises StatsParseError naming the line and column on anything else. Runs every check interval and on
+    every scrape: fields are taken by their column's index, not through a dict per row.
     """
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -125,6 +127,26 @@ def parse_show_stat(text: str) -> list[ServerStat]:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise StatsParseError(f"show stat: header lacks column(s) {', '.join(missing)}: {header[:80]!r}")
+    # zip() semantics: the first occurrence of a name wins, and a short row leaves its last columns empty.
+    index: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        index.setdefault(name, i)
+    wanted = (
+        "pxname",
+        "svname",
+        "status",
+        "check_status",
+        "scur",
+        "stot",
+        "weight",
+        "addr",
+        "lastchg",
+        "chkfail",
+    )
+    # One C call per row picks every field; a column the header lacks reads as the empty padding cell.
+    width = len(columns)
+    pick = operator.itemgetter(*(index.get(name, width) for name in (*wanted, "type")))
+    padding = [""] * (width + 1)
     out = []
     for number, fields in enumerate(csv.reader(lines[1:]), start=2):
         if len(fields) < len(REQUIRED_COLUMNS) or len(fields) > len(columns) + 1:
@@ -132,26 +154,27 @@ def parse_show_stat(text: str) -> list[ServerStat]:
                 f"show stat line {number}: {len(fields)} fields for {len(columns)} columns: "
                 f"{','.join(fields)[:80]!r}"
             )
-        row = dict(zip(columns, fields, strict=False))
-        kind_code = _int(row, "type", line=number)
-        try:
-            kind = StatKind(kind_code)
-        except ValueError:
-            raise StatsParseError(f"show stat line {number}: unknown type {kind_code!r}") from None
+        if len(fields) <= width:
+            fields += padding[len(fields) :]
+        pxname, svname, status, check, scur, stot, weight, addr, lastchg, chkfail, kind_text = pick(fields)
+        kind_code = _int(kind_text, "type", line=number)
+        kind = _KINDS.get(kind_code) if kind_code is not None else None
+        if kind is None:
+            raise StatsParseError(f"show stat line {number}: unknown type {kind_code!r}")
         out.append(
             ServerStat(
-                proxy=row["pxname"],
-                server=row["svname"],
+                proxy=pxname,
+                server=svname,
                 kind=kind,
-                status=row["status"],
-                check_status=row.get("check_status", "").removeprefix("* "),
-                current_sessions=_int(row, "scur", line=number) or 0,
-                total_sessions=_int(row, "stot", line=number) or 0,
-                weight=_int(row, "weight", line=number),
-                address=row.get("addr", ""),
-                last_change_seconds=_int(row, "lastchg", line=number),
-                check_failures=_int(row, "chkfail", line=number),
-                check_in_progress=row.get("check_status", "").startswith("* "),
+                status=status,
+                check_status=check.removeprefix("* "),
+                current_sessions=_int(scur, "scur", line=number) or 0,
+                total_sessions=_int(stot, "stot", line=number) or 0,
+                weight=_int(weight, "weight", line=number),
+                address=addr,
+                last_change_seconds=_int(lastchg, "lastchg", line=number),
+                check_failures=_int(chkfail, "chkfail", line=number),
+                check_in_progress=check.startswith("* "),
             )
         )
     return out
@@ -201,72 +224,130 @@ def read_stats(
     return parse_show_stat(b"".join(chunks).decode(errors="replace"))
 
 
+_MAX_HEAD = 65536
+
+
+def _page_request(page: StatsPage) -> bytes:
+    host = f"[{page.host}]" if ":" in page.host else page.host
+    lines = [
+        f"GET {page.csv_target} HTTP/1.0",
+        f"Host: {host}:{page.port}",
+        "Accept: text/csv",
+        "Connection: close",
+        "User-Agent: haproxy-monitor",
+    ]
+    if page.user or page.password:
+        token = base64.b64encode(f"{page.user}:{page.password}".encode()).decode()
+        lines.append(f"Authorization: Basic {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _split_answer(data: bytes, url: str) -> tuple[int, str, dict[str, str], bytes] | None:
+    """(status, reason, lower-cased headers, body so far) once the header block is complete, else None."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise StatsPageError(f"stats page {url}: the answer is not HTTP: {lines[0][:60]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body
+
+
+def _dechunk(body: bytes, url: str) -> bytes:
+    out = bytearray()
+    rest = body
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise StatsPageError(f"stats page {url}: broken chunked encoding") from None
+        if not sep or size == 0:
+            return bytes(out)
+        out += rest[:size]
+        rest = rest[size + 2 :]
+
+
 def read_stats_page(
     page: StatsPage, *, timeout: float = 2.0, max_bytes: int = MAX_STATS_BYTES
 ) -> list[ServerStat]:
     """GET the stats page's CSV (``URI;csv``, HTTP basic auth when the page has credentials) and parse it.
 
-    The whole exchange ends within ``timeout`` seconds; a body over ``max_bytes`` is refused. Raises
-    StatsPageError (one line naming the URL, never the password) or StatsParseError.
+    The whole exchange ends within ``timeout`` seconds (each wait is given only what is left of it); a body
+    over ``max_bytes`` is refused. Raises StatsPageError (one line naming the URL, never the password) or
+    StatsParseError. Plain HTTP/1.0 on one socket: it runs every check interval and on every scrape.
     """
-    conn = http.client.HTTPConnection(page.host, page.port, timeout=timeout)
-    headers = {"Accept": "text/csv", "Connection": "close"}
-    if page.user or page.password:
-        token = base64.b64encode(f"{page.user}:{page.password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    # A hard stop for every phase (connect, headers, body): http.client's own timeout applies per recv. The
-    # socket is kept here because the connection hands it over to the response (conn.sock becomes None).
-    cut = threading.Event()
-    opened: list[socket.socket] = []
 
-    def stop() -> None:
-        cut.set()
-        for sock in opened:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return remaining
 
-    timer = threading.Timer(timeout, stop)
-    timer.daemon = True
-    timer.start()
+    deadline = time.monotonic() + timeout
+    too_big = f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off"
+    data = bytearray()
+    answer = None
+    expected: int | None = None
+    body_start = 0
     try:
-        conn.connect()
-        if conn.sock is not None:
-            opened.append(conn.sock)
-        if cut.is_set():  # the connect itself used up the deadline (the timer had no socket to shut)
-            raise TimeoutError
-        conn.request("GET", page.csv_target, headers=headers)
-        resp = conn.getresponse()
-        if resp.status == 401:
-            who = f"user {page.user!r}" if page.user else "no credentials"
-            raise StatsPageError(
-                f"stats page {page.url}: HTTP 401, {who} refused; check the 'stats auth' user and password",
-                permanent=True,
-            )
-        if resp.status != 200:
-            raise StatsPageError(
-                f"stats page {page.url}: HTTP {resp.status} {resp.reason}; is {page.uri} the 'stats uri'?",
-                permanent=resp.status in (403, 404),
-            )
-        length = resp.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            raise StatsPageError(f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off")
-        body = bytearray()
-        while chunk := resp.read1(65536):
-            body += chunk
-            if len(body) > max_bytes:
-                raise StatsPageError(f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off")
-        if cut.is_set():
-            raise TimeoutError
+        with socket.create_connection((page.host, page.port), timeout=left()) as sock:
+            sock.settimeout(left())
+            sock.sendall(_page_request(page))
+            while True:
+                sock.settimeout(left())
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > max_bytes + _MAX_HEAD:
+                    raise StatsPageError(too_big)
+                if answer is None:
+                    answer = _split_answer(bytes(data), page.url)
+                    if answer is None:
+                        if len(data) > _MAX_HEAD:
+                            raise StatsPageError(
+                                f"stats page {page.url}: no end of the HTTP header in 64 KiB"
+                            )
+                        continue
+                    length = answer[2].get("content-length", "")
+                    expected = int(length) if length.isdigit() else None
+                    if expected is not None and expected > max_bytes:
+                        raise StatsPageError(too_big)
+                    body_start = len(data) - len(answer[3])
+                if expected is not None and len(data) - body_start >= expected:
+                    break  # complete, whether or not the server closes
     except StatsPageError:
         raise
-    except (OSError, http.client.HTTPException) as exc:
-        if cut.is_set() or isinstance(exc, TimeoutError):
-            raise StatsPageError(f"stats page {page.url}: no complete answer within the deadline") from exc
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    except TimeoutError as exc:
+        raise StatsPageError(f"stats page {page.url}: no complete answer within the deadline") from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
         raise StatsPageError(f"stats page {page.url}: {reason}") from exc
-    finally:
-        timer.cancel()
-        conn.close()
+    answer = _split_answer(bytes(data), page.url)
+    if answer is None:
+        raise StatsPageError(f"stats page {page.url}: the connection closed before a complete HTTP answer")
+    status, reason, headers, body = answer
+    if status == 401:
+        who = f"user {page.user!r}" if page.user else "no credentials"
+        raise StatsPageError(
+            f"stats page {page.url}: HTTP 401, {who} refused; check the 'stats auth' user and password",
+            permanent=True,
+        )
+    if status != 200:
+        raise StatsPageError(
+            f"stats page {page.url}: HTTP {status} {reason}; is {page.uri} the 'stats uri'?",
+            permanent=status in (403, 404),
+        )
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _dechunk(body, page.url)
+    if len(body) > max_bytes:
+        raise StatsPageError(too_big)
     return parse_show_stat(body.decode(errors="replace"))
 
 

@@ -16,9 +16,6 @@ from urllib.parse import urlencode
 
 import urllib3
 import urllib3.connection
-from kubernetes.client import configuration as k8s_configuration
-from kubernetes.client import rest as k8s_rest
-from kubernetes.config import kube_config
 
 from monitor.adapters.kube.credentials import SecretDir, load_kubeconfig, resolve
 from monitor.adapters.kube.errors import (
@@ -33,6 +30,7 @@ from monitor.adapters.kube.errors import (
     one_line,
     status_message,
 )
+from monitor.adapters.kube.official import k8s_configuration, k8s_rest, kube_config
 from monitor.adapters.kube.pacing import Pacer, retry_after_seconds
 
 _USER_AGENT = "haproxy-monitor/0.1"

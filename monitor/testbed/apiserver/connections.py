@@ -67,6 +67,7 @@ class Connections:
         self._open: set[socket.socket] = set()
         self._streams: set[socket.socket] = set()
         self._generation = 0
+        self._end_generation = 0
         self._stopping = False
 
     def serving(self) -> None:
@@ -108,6 +109,19 @@ class Connections:
 
     def stream_count(self) -> int:
         with self._cond:
+            return len(self._streams)
+
+    @property
+    def end_generation(self) -> int:
+        with self._cond:
+            return self._end_generation
+
+    def end_streams(self) -> int:
+        """End every open watch stream as the server does when its timeout is up (a final empty chunk, the
+        connection kept); returns how many were open."""
+        with self._cond:
+            self._end_generation += 1
+            self._cond.notify_all()
             return len(self._streams)
 
     def cut_streams(self) -> int:

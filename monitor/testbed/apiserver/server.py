@@ -108,6 +108,10 @@ class TLSServer(ThreadingHTTPServer):
             abort(raw)
             return
         raw.settimeout(10)
+        # As Go's net package (so kube-apiserver) does: a watch's small chunks go out at once, not after the
+        # client's delayed ACK of the previous one.
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn = self.ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
         except OSError:

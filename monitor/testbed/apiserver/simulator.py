@@ -220,6 +220,10 @@ class KubeSim:
         """Close every open watch stream abruptly (no final chunk); returns how many were cut."""
         return self._connections.cut_streams()
 
+    def end_streams(self) -> int:
+        """End every open watch stream as its timeout would (a final empty chunk); returns how many were open."""
+        return self._connections.end_streams()
+
     def open_streams(self) -> int:
         return self._connections.stream_count()
 

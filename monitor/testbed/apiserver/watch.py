@@ -37,13 +37,14 @@ class Watch:
         self._cursor = cursor
         self._timeout = timeout
         self._bookmarks = bookmarks
-        self._generation = 0
+        self._generation = self._end_generation = 0
         self._deadline = self._next_bookmark = 0.0
 
     def serve(self) -> None:
         shared, handler = self._shared, self._handler
         # A cut between here and the registration below is seen through the generation: no stream escapes.
         self._generation = shared.connections.generation
+        self._end_generation = shared.connections.end_generation
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Transfer-Encoding", "chunked")
@@ -115,7 +116,8 @@ class Watch:
                 if changes:
                     return changes, False
                 now = time.monotonic()
-                if now >= self._deadline:
+                if now >= self._deadline or connections.end_generation != self._end_generation:
+                    self._deadline = min(self._deadline, now)  # ended as if the timeout were up
                     return [], False
                 if self._bookmarks and now >= self._next_bookmark:
                     self._cursor = max(self._cursor, shared.store.resource_version)
