@@ -131,9 +131,6 @@ def _slice(args: list[object]) -> object:
         raise CallError(f"can't slice item of type {type_name(item)}")
     idx = [0, length, length]
     for i, index in enumerate(indexes):
-        # Go's slice does not unwrap its indexes: a list or map can only come from interface-typed data.
-        if isinstance(index, list | dict):
-            raise CallError("cannot index slice/array with type interface {}")
         idx[i] = _index_arg(index, length)
     if idx[0] > idx[1]:
         raise CallError(f"invalid slice index: {idx[0]} > {idx[1]}")
