@@ -33,7 +33,7 @@ from monitor.render.gotemplate.nodes import (
     WithNode,
 )
 from monitor.render.gotemplate.parser import Tree
-from monitor.render.gotemplate.values import NO_VALUE, GoSlice, GoStruct, TypedInt, type_name
+from monitor.render.gotemplate.values import NO_VALUE, GoSlice, GoStruct, InterfaceTyped, TypedInt, type_name
 
 
 class _Missing:
@@ -76,14 +76,20 @@ class _Output:
 
 
 class _State:
-    __slots__ = ("frames", "node", "out", "tree", "trees", "vars")
+    __slots__ = ("arg_iface", "dot_iface", "frames", "last_from_map", "node", "out", "tree", "trees", "vars")
 
     def __init__(self, trees: dict[str, Tree], tree: Tree, out: _Output, dot: object, frames: int) -> None:
         self.trees = trees
         self.tree = tree
         self.out = out
-        self.vars: list[list[object]] = [["$", dot]]
+        # Each variable: [name, value, whether its static type is interface {}].
+        self.vars: list[list[object]] = [["$", dot, False]]
         self.node: Node | None = None
+        # Go keeps the static type interface {} on a value read from a map or []interface {} (a range
+        # element, a map field) until a pipeline unwraps it; only slice's indexes can tell (see eval_function).
+        self.dot_iface = False
+        self.last_from_map = False
+        self.arg_iface = False
         # Frames stacked up by calls, bodies and parentheses under way (see FRAME_BUDGET).
         self.frames = frames
 
@@ -129,8 +135,12 @@ class _State:
             if not ok:
                 raise self.errorf(f"if/with can't use {gofmt.format_value(value, 'v', gofmt.PLAIN, depth=0)}")
             self.deeper(_BODY)
-            if is_truthy:
-                self.walk(value if cls is WithNode else dot, node.list)
+            if is_truthy and cls is WithNode:
+                dot_iface, self.dot_iface = self.dot_iface, False  # with's dot is a pipeline's value
+                self.walk(value, node.list)
+                self.dot_iface = dot_iface
+            elif is_truthy:
+                self.walk(dot, node.list)
             elif node.else_list is not None:
                 self.walk(dot, node.else_list)
             self.frames -= _BODY
@@ -165,6 +175,7 @@ class _State:
         mark = len(self.vars)
         decls = len(node.pipe.decl)
         items: list[tuple[object, object]] | None = None
+        elems_iface = isinstance(value, list | dict)
         if isinstance(value, list):
             items = list(enumerate(value))
         elif isinstance(value, GoSlice):
@@ -179,16 +190,18 @@ class _State:
         try:
             if items:
                 body = node.list
+                dot_iface, self.dot_iface = self.dot_iface, elems_iface
                 for index, elem in items:
                     if decls > 0:
-                        self.vars[mark - 1][1] = elem
+                        self.vars[mark - 1][1:] = [elem, elems_iface]
                     if decls > 1:
-                        self.vars[mark - 2][1] = index
+                        self.vars[mark - 2][1:] = [index, False]
                     try:
                         self.walk(elem, body)
                     except ContinueLoop:
                         self.frames = frames + _RANGE_BODY  # give back what the continue jumped out of
                     del self.vars[mark:]
+                self.dot_iface = dot_iface
                 return
             if node.else_list is not None:
                 self.walk(dot, node.else_list)
@@ -237,21 +250,24 @@ class _State:
             if pipe.is_assign:
                 self.set_var(var, name, value)
             else:
-                self.vars.append([name, value])
+                self.vars.append([name, value, False])
         return value
 
     def set_var(self, node: Node, name: str, value: object) -> None:
         for entry in reversed(self.vars):
             if entry[0] == name:
-                entry[1] = value
+                entry[1:] = [value, False]
                 return
         self.node = node
         raise self.errorf(f"undefined variable: {name}")
 
     def var_value(self, name: str) -> object:
+        return self.var_entry(name)[1]
+
+    def var_entry(self, name: str) -> list[object]:
         for entry in reversed(self.vars):
             if entry[0] == name:
-                return entry[1]
+                return entry
         raise self.errorf(f"undefined variable: {name}")
 
     def not_a_function(self, args: list[Node] | None, final: object) -> None:
@@ -341,6 +357,7 @@ class _State:
             from_map_next = type(receiver) is dict
             receiver = self.eval_field(idents[i], None, _MISSING, receiver, from_map=from_map)
             from_map = from_map_next
+        self.last_from_map = type(receiver) is dict
         return self.eval_field(idents[last], args, final, receiver, from_map=from_map)
 
     def eval_field(
@@ -404,7 +421,10 @@ class _State:
         for i, arg in enumerate(call_args):
             kind = signature.fixed[i] if i < num_fixed else signature.variadic
             assert kind is not None
-            argv.append(self.eval_arg(dot, kind, arg))
+            value = self.eval_arg(dot, kind, arg)
+            if name == "slice" and i > 0 and self.arg_iface:
+                value = InterfaceTyped(value)  # slice does not unwrap its indexes
+            argv.append(value)
         if final is not _MISSING:
             position = len(call_args)
             kind = signature.fixed[position] if position < num_fixed else signature.variadic
@@ -429,6 +449,21 @@ class _State:
         return value
 
     def eval_arg(self, dot: object, kind: str, node: Node) -> object:
+        """The argument's value; sets ``arg_iface`` when its static type is interface {}."""
+        value = self.eval_arg_value(dot, kind, node)
+        cls = type(node)
+        iface = False
+        if cls is DotNode:
+            iface = self.dot_iface
+        elif cls is FieldNode or cls is ChainNode:
+            iface = self.last_from_map
+        elif cls is VariableNode:
+            assert isinstance(node, VariableNode)
+            iface = bool(self.var_entry(node.idents[0])[2]) if len(node.idents) == 1 else self.last_from_map
+        self.arg_iface = iface and value is not NO_VALUE
+        return value
+
+    def eval_arg_value(self, dot: object, kind: str, node: Node) -> object:
         self.node = node
         cls = type(node)
         if cls is DotNode:

@@ -6,7 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from monitor.render.gotemplate import gofmt
-from monitor.render.gotemplate.values import NO_VALUE, GoSlice, GoStruct, TypedInt, go_len_str, type_name
+from monitor.render.gotemplate.values import (
+    NO_VALUE,
+    GoSlice,
+    GoStruct,
+    InterfaceTyped,
+    TypedInt,
+    go_len_str,
+    type_name,
+)
 
 
 class CallError(Exception):
@@ -131,6 +139,8 @@ def _slice(args: list[object]) -> object:
         raise CallError(f"can't slice item of type {type_name(item)}")
     idx = [0, length, length]
     for i, index in enumerate(indexes):
+        if isinstance(index, InterfaceTyped):
+            raise CallError("cannot index slice/array with type interface {}")
         idx[i] = _index_arg(index, length)
     if idx[0] > idx[1]:
         raise CallError(f"invalid slice index: {idx[0]} > {idx[1]}")

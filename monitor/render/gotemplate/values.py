@@ -70,6 +70,17 @@ class GoStruct:
 
 
 @dataclass(frozen=True, slots=True)
+class InterfaceTyped:
+    """An argument whose static Go type is ``interface {}`` (read from a map or ``[]interface {}``).
+
+    Only ``slice`` sees it: Go's slice, unlike index, does not unwrap its indexes, so such an index is
+    refused whatever it holds.
+    """
+
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
 class GoSlice:
     """A slice with a concrete element type (``[]main.Backend``); ``nil`` marks a nil slice."""
 
