@@ -163,6 +163,7 @@ class _Job:
     def serve(self, *, ready: Callable[[Monitor], None] | None) -> int:
         from monitor.adapters.filewatch import FileWatcher
         from monitor.adapters.kube import KubeWatcher
+        from monitor.adapters.kube.client import Limits
 
         settings, metrics = self.settings, self.metrics
         monitor = self.monitor = build_monitor(settings, metrics=metrics)
@@ -173,6 +174,7 @@ class _Job:
             fallback_server=settings.fallback_server,
             relist_interval=settings.relist_interval,
             emit=monitor.post,
+            limits=Limits(rate=settings.kube_api_qps, burst=settings.kube_api_burst),
         )
         metrics.seconds_since_apply(
             lambda: time.monotonic() - (monitor.status.last_apply or monitor.status.started)

@@ -99,6 +99,17 @@ def parse_count(text: str) -> int:
     return value
 
 
+def parse_rate(text: str) -> float:
+    """A positive number of requests per second."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{text} must be a positive number")
+    return value
+
+
 def parse_stats_url(text: str) -> str | None:
     """A stats page URL checked now, so that a typo is a usage error; empty: none (found in the config)."""
     if not text:
@@ -217,6 +228,11 @@ class Settings:
     fallback_server: str = field(
         default="https://localhost:6443", metadata=option("API URL used when the primary fails")
     )
+    kube_api_qps: float = field(
+        default=1.0,
+        metadata=option("API requests per second on average (every retry path)", parse=parse_rate),
+    )
+    kube_api_burst: int = field(default=3, metadata=option("API requests at once", parse=parse_count))
     template_language: TemplateLanguage | None = field(
         default=None, metadata=option("override the template language", default_text="by extension")
     )
