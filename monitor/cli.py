@@ -253,6 +253,28 @@ def render_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def template_main(argv: Sequence[str]) -> int:
+    """``monitor template [NAME]``: list the shipped templates, or print one (to start a config from)."""
+    from monitor.shipped import template_names, template_text
+
+    p = argparse.ArgumentParser(
+        prog="monitor template",
+        description="List the templates shipped in the package, or print one to stdout.",
+        epilog="example: monitor template haproxy.cfg.j2 > /etc/haproxy/haproxy.cfg.j2",
+    )
+    p.add_argument("name", nargs="?", help="a shipped template's file name; omitted: list them")
+    args = p.parse_args(argv)
+    if args.name is None:
+        print("\n".join(template_names()))
+        return 0
+    try:
+        sys.stdout.write(template_text(args.name))
+    except ValueError as exc:
+        print(f"monitor template: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "probe":
@@ -261,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return probe_main(argv[1:])
     if argv and argv[0] == "render":
         return render_main(argv[1:])
+    if argv and argv[0] == "template":
+        return template_main(argv[1:])
     if argv and argv[0] == "demo":
         from monitor.testbed.demo import main as demo_main
 
