@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,81 @@ def test_the_installed_monitor_runs_the_demo_to_its_end(venv, tmp_path, haproxy_
     demo = run(venv, "monitor", "demo", cwd=tmp_path, timeout=90)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert demo.stdout.rstrip().endswith("demo passed: 4 reloads, 0 failed steps")
+
+
+@pytest.fixture(scope="module")
+def zipapp(wheelhouse: Path) -> Iterator[Path]:
+    """The single-file build (container/build-zipapp), offline from the wheelhouse, in a directory anyone can read."""
+    # Not under pytest's tmp directory: that one is private to root, and one test runs the file as nobody.
+    where = Path(tempfile.mkdtemp(prefix="hm-zipapp-"))
+    try:
+        where.chmod(0o755)
+        out = where / "monitor.pex"
+        subprocess.run(
+            ["sh", str(REPO / "container" / "build-zipapp"), str(out), "-f", str(wheelhouse), "--no-pypi"],
+            check=True,
+            timeout=300,
+            env=clean_env(),
+            capture_output=True,
+        )
+        yield out
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def bare(
+    *argv: str, home: Path | str, cwd: Path, user: int | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python3 -I`` (the system interpreter, isolated) in an environment that holds nothing but PATH and HOME."""
+    command = ["python3", "-I", *argv]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_single_file_build_runs_on_the_bare_system_python_with_nothing_else(zipapp, tmp_path):
+    from monitor import __version__
+
+    home = tmp_path / "home"
+    home.mkdir()
+    version = bare(str(zipapp), "--version", home=home, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout == f"monitor {__version__}\n", version.stderr
+    assert (home / ".cache" / "pex").is_dir()  # unpacked once, where pex keeps its cache
+    template = bare(str(zipapp), "template", "haproxy.cfg.tmpl", home=home, cwd=tmp_path)
+    (tmp_path / "haproxy.cfg.tmpl").write_text(template.stdout)
+    (tmp_path / "data.json").write_text(json.dumps(DATA))
+    rendered = bare(str(zipapp), "render", "haproxy.cfg.tmpl", "data.json", home=home, cwd=tmp_path)
+    assert rendered.returncode == 0 and "192.0.2.11:6443" in rendered.stdout, rendered.stderr
+    handler = bare(str(zipapp), "--help", home=home, cwd=tmp_path, PEX_SCRIPT="haproxy-reload-handler")
+    assert handler.returncode == 0 and "RELOAD_HANDLER_CONFIG" in handler.stdout, handler.stderr
+
+
+def test_the_single_file_build_runs_for_a_user_whose_home_is_not_writable(zipapp, tmp_path):
+    nobody = 65534
+    # A temporary directory of the test's own, so that pex's fallback copy does not outlive it.
+    scratch = Path(tempfile.mkdtemp(prefix="hm-nobody-"))
+    try:
+        scratch.chmod(0o1777)
+        fallback = bare(
+            str(zipapp), "--version", home="/nonexistent", cwd=scratch, user=nobody, TMPDIR=str(scratch)
+        )
+        assert fallback.returncode == 0, fallback.stderr
+        assert "un-writeable" in fallback.stderr and "falling back to a temporary PEX_ROOT" in fallback.stderr
+        # What the systemd unit does: PEX_ROOT in a directory the service may write (CacheDirectory=).
+        cache = scratch / "cache"
+        cache.mkdir()
+        os.chown(cache, nobody, nobody)
+        cached = bare(
+            str(zipapp), "--version", home="/nonexistent", cwd=scratch, user=nobody, PEX_ROOT=str(cache)
+        )
+        assert cached.returncode == 0 and cached.stderr == "", cached.stderr
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
