@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from monitor.adapters.config_writer import ConfigWriter, find_haproxy
 from monitor.adapters.reloader import Reloader
+from monitor.adapters.sdnotify import SystemdNotifier
 from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource
 from monitor.events import Event, HealthObserved, StatsObserved, TemplateChanged
 from monitor.logs import Log, UnexpectedLog
@@ -104,11 +105,15 @@ def _steering(settings: Settings) -> SteeringPort | None:
     return NftSteering(spec=spec, nft_bin=settings.nft_bin)
 
 
-def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Monitor:
+def build_monitor(
+    settings: Settings, *, metrics: Metrics | None = None, notifier: SystemdNotifier | None = None
+) -> Monitor:
     from monitor.adapters.netif import local_addresses
 
     metrics = metrics or Metrics()
     return Monitor(
+        heartbeat=None if notifier is None else notifier.alive,
+        heartbeat_every=None if notifier is None else notifier.heartbeat_every,
         settings=settings,
         renderer=Renderer(settings.template, language=settings.template_language),
         writer=ConfigWriter(cfg=settings.cfg, haproxy_bin=find_haproxy(settings.haproxy_bin)),
@@ -159,6 +164,7 @@ class _Job:
         self.watcher: KubeWatcher | None = None
         self.files: FileWatcher | None = None
         self.server: StatusServer | None = None
+        self.notifier: SystemdNotifier | None = None
 
     def serve(self, *, ready: Callable[[Monitor], None] | None) -> int:
         from monitor.adapters.filewatch import FileWatcher
@@ -166,7 +172,8 @@ class _Job:
         from monitor.adapters.kube.client import Limits
 
         settings, metrics = self.settings, self.metrics
-        monitor = self.monitor = build_monitor(settings, metrics=metrics)
+        notifier = self.notifier = SystemdNotifier.from_environ()
+        monitor = self.monitor = build_monitor(settings, metrics=metrics, notifier=notifier)
         watcher = self.watcher = KubeWatcher(
             kubeconfig=settings.kubeconfig,
             source=settings.source,
@@ -245,6 +252,8 @@ class _Job:
         )
         if ready is not None:
             ready(monitor)
+        if notifier is not None:  # Type=notify: ready once the adapters run; the loop then feeds the watchdog
+            notifier.ready(status=f"watching {settings.source}, writing {settings.cfg}")
         self.looping = True
         if settings.once:
             return _run_once(monitor, settings)
@@ -279,6 +288,8 @@ class _Job:
         remove_steering(self.settings)
 
     def teardown(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stopping()
         self.stop.set()
         if self.watcher is not None:
             self.watcher.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import gc
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from monitor import __version__
 from monitor.settings import Option, Settings
 from monitor.signals import Stopping, StopSignals
 
@@ -23,8 +26,23 @@ REQUIRED = "(required)"
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 # DATA.json for 5,000 backends is under 1 MiB; the cap only refuses a wrong path quickly.
 MAX_DATA_BYTES = 16 * 1024 * 1024
+COMMANDS = ("render", "probe", "template", "demo")
+EXAMPLES = """\
+EXAMPLES
+  the reference's command line, as in the static pod:
+    monitor /var/lib/kubelet/kubeconfig /config/haproxy.cfg.tmpl /etc/haproxy/haproxy.cfg \\
+      --api-vips 192.0.2.10 --check-interval 6s
+  the same from the environment (systemd's EnvironmentFile=):
+    MONITOR_KUBECONFIG=/var/lib/kubelet/kubeconfig MONITOR_TEMPLATE=/etc/haproxy/haproxy.cfg.j2 \\
+      MONITOR_CFG=/etc/haproxy/haproxy.cfg MONITOR_API_VIPS=192.0.2.10 monitor
+  start from a shipped template, check what it renders:
+    monitor template haproxy.cfg.j2 > haproxy.cfg.j2 && monitor render haproxy.cfg.j2 data.json
+  keepalived's or the kubelet's check:  monitor probe --url http://localhost:9444/haproxy_ready
+  the whole thing against a simulated control plane and a real HAProxy:  monitor demo
+
+"""
 EXIT_STATUS = """\
-exit status (steering rules are removed before every exit but SIGKILL's):
+EXIT STATUS (steering rules are removed before every exit but SIGKILL's)
   0        stopped by SIGTERM or SIGINT; --once: config applied and its reload delivered
   1        --once: no config applied, or its reload not delivered
   2        usage error, or --listen cannot be bound
@@ -34,6 +52,33 @@ exit status (steering rules are removed before every exit but SIGKILL's):
   SIGPIPE and SIGXFSZ are ignored (a closed socket and a write past the file-size limit are errors, not
   death); SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS keep their default action (a crash of
   the interpreter: Python stacks dumped; the next start removes the rules at its first health check)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage error is one line ending in a hint, not the whole usage block before it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; try '{self.prog} --help'\n")
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """The usage error when the first word reads as a mistyped command, not the main job's KUBECONFIG; else None.
+
+    A command-like word (no path, no dot) that is no file is taken as a command when it is close to one or is
+    not followed by the main job's TEMPLATE and CFG.
+    """
+    word = argv[0]
+    if word in COMMANDS or not re.fullmatch(r"[a-z][a-z0-9-]*", word) or os.path.lexists(word):
+        return None
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    three_paths = len(argv) >= 3 and not any(a.startswith("-") for a in argv[1:3])
+    if three_paths and not close:
+        return None
+    guess = f"did you mean '{close[0]}'? " if close else ""
+    return (
+        f"unknown command {word!r}: {guess}commands are {', '.join(COMMANDS)}, "
+        "or the main job: monitor KUBECONFIG TEMPLATE CFG --api-vips VIP"
+    )
 
 
 @dataclass(frozen=True)
@@ -167,16 +212,18 @@ def _add(parser: argparse.ArgumentParser, d: _Declared, flag: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The main job's parser: one argument per Settings field, each defaulting to its MONITOR_* variable."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="monitor",
         # Raw text (the exit-status table keeps its columns), so the description is wrapped here.
         description="Keep HAProxy's API-server backends equal to the live control plane: watch, render, "
-        "validate,\nwrite atomically, reload. Also: 'monitor render', 'monitor probe', 'monitor demo'.",
+        "validate,\nwrite atomically, reload. Also: 'monitor render', 'monitor probe', 'monitor template', "
+        "'monitor demo'\n(each with --help).",
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
             prog, max_help_position=34, width=120
         ),
-        epilog=EXIT_STATUS,
+        epilog=EXAMPLES + EXIT_STATUS,
     )
+    p.add_argument("--version", action="version", version=f"monitor {__version__}")
     for d in _declared():
         _add(p, d, d.flag)
         if d.option.alias:
@@ -209,9 +256,7 @@ def render_main(argv: Sequence[str]) -> int:
     from monitor.render import Renderer, RenderError
     from monitor.render.data import lbconfig_from_json
 
-    p = argparse.ArgumentParser(
-        prog="monitor render", description="Render TEMPLATE for the LBConfig in DATA.json."
-    )
+    p = _Parser(prog="monitor render", description="Render TEMPLATE for the LBConfig in DATA.json.")
     p.add_argument("template", type=Path, help="template file (.tmpl = Go text/template, else Jinja2)")
     p.add_argument(
         "data",
@@ -253,6 +298,28 @@ def render_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def template_main(argv: Sequence[str]) -> int:
+    """``monitor template [NAME]``: list the shipped templates, or print one (to start a config from)."""
+    from monitor.shipped import template_names, template_text
+
+    p = _Parser(
+        prog="monitor template",
+        description="List the templates shipped in the package, or print one to stdout.",
+        epilog="example: monitor template haproxy.cfg.j2 > /etc/haproxy/haproxy.cfg.j2",
+    )
+    p.add_argument("name", nargs="?", help="a shipped template's file name; omitted: list them")
+    args = p.parse_args(argv)
+    if args.name is None:
+        print("\n".join(template_names()))
+        return 0
+    try:
+        sys.stdout.write(template_text(args.name))
+    except ValueError as exc:
+        print(f"monitor template: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "probe":
@@ -261,10 +328,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return probe_main(argv[1:])
     if argv and argv[0] == "render":
         return render_main(argv[1:])
+    if argv and argv[0] == "template":
+        return template_main(argv[1:])
     if argv and argv[0] == "demo":
         from monitor.testbed.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv and (unknown := _unknown_command(argv)):
+        print(f"monitor: error: {unknown}; try 'monitor --help'", file=sys.stderr)
+        return 2
 
     def parsed() -> Settings:
         parser = build_parser()

@@ -167,8 +167,12 @@ class Monitor:
         steering: SteeringPort | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_every: float | None = None,
     ) -> None:
         self.settings, self.reloader, self.steering, self.clock = settings, reloader, steering, clock
+        # Called on every iteration (systemd's watchdog): a loop that hangs stops calling it, and is restarted.
+        self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
         self.metrics = metrics or Metrics()
         self.pipeline = Pipeline(template=renderer, writer=writer, reloader=reloader, clock=clock)
         self.queue = Inbox()
@@ -205,9 +209,11 @@ class Monitor:
                 self.report.guarded(f"handling {type(event).__name__}", self.handle, event)
                 # Alive while it makes progress: /healthz must not fail because the loop works through a burst.
                 self.status.last_iteration = self.clock()
+                self._beat()
                 if self.stopped.is_set():
                     return 0
             pause = 0.0 if self.report.guarded("a tick", self.tick) else PAUSE_AFTER_ERROR
+            self._beat()
             if until is not None and until():
                 return 0
         return 0
@@ -266,11 +272,17 @@ class Monitor:
             self.stopped.set()  # even when the removal failed: the caller is told, the loop still stops
 
     # -- decisions ---------------------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        if self.heartbeat is not None:
+            self.report.guarded("the heartbeat", self.heartbeat)
+
     def _drain(self, *, at_least: float = 0.0) -> list[Event]:
         """The next events, waited for until the nearest deadline (a settle, a reload retry, a write retry)."""
         pending = (self.settle.deadline(), self.reloader.deadline(), self.write_retry.due)
         deadlines = [d for d in pending if d is not None]
         wait = self.settings.check_interval
+        if self.heartbeat_every is not None:
+            wait = min(wait, self.heartbeat_every)
         if deadlines:
             wait = min(wait, max(0.0, min(deadlines) - self.clock()))
         return self.queue.drain(wait=max(wait, at_least))

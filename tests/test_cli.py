@@ -80,11 +80,12 @@ def test_every_option_can_come_from_the_environment(monkeypatch):
     assert (str(s.kubeconfig), str(s.template), str(s.cfg)) == ("/k", "/t", "/c")
 
 
-def test_every_option_of_the_parser_has_an_environment_variable_in_its_help():
+def test_every_option_and_positional_argument_of_the_parser_has_an_environment_variable_in_its_help():
     parser = build_parser()
     for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            assert "[env MONITOR_" in (action.help or ""), action.option_strings
+        if action.dest not in ("help", "version"):
+            assert "[env MONITOR_" in (action.help or ""), action.option_strings or action.dest
+    assert "[env MONITOR_TEMPLATE; required]" in run_cli("--help").stdout.replace("\n" + " " * 34, " ")
 
 
 @pytest.mark.parametrize(
@@ -136,6 +137,60 @@ def test_usage_errors_exit_2_with_a_one_line_reason(args, needle):
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("monitor: error:")
+
+
+def test_a_usage_error_is_one_line_with_a_hint_not_the_usage_block():
+    for args in (["k", "t", "c"], ["render"], ["template", "a", "b"], ["k", "t", "c", "--api-vips", "x"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, args
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert re.fullmatch(
+            r"monitor( render| template)?: error: .+; try 'monitor( render| template)? --help'", lines[0]
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["foo"], "unknown command 'foo': commands are render, probe, template, demo"),
+        (["rendr", "t.j2", "data.json"], "unknown command 'rendr': did you mean 'render'?"),
+        (["prbe", "--url", "http://localhost:9444/"], "did you mean 'probe'?"),
+    ],
+)
+def test_an_unknown_command_is_named_as_such_not_taken_for_a_missing_option(args, needle, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "--api-vips is required" not in proc.stderr
+
+
+def test_an_existing_file_named_like_a_word_is_still_the_main_jobs_kubeconfig(tmp_path):
+    (tmp_path / "kubeconfig").write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor", "kubeconfig"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "missing TEMPLATE" in proc.stderr
+
+
+def test_version_prints_the_package_version():
+    from monitor import __version__
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout == f"monitor {__version__}\n"
+
+
+def test_help_has_examples_and_exit_status_sections():
+    out = run_cli("--help").stdout
+    examples, status = out.index("\nEXAMPLES\n"), out.index("\nEXIT STATUS")
+    assert examples < status
+    assert "monitor /var/lib/kubelet/kubeconfig /config/haproxy.cfg.tmpl /etc/haproxy/haproxy.cfg" in out
+    assert re.search(r"^  2 +usage error", out, re.M) and re.search(r"^  128\+N ", out, re.M)
 
 
 def test_a_bad_environment_value_names_the_variable():
@@ -199,7 +254,7 @@ def help_defaults(monkeypatch) -> dict[str, str]:
             monkeypatch.delenv(name)
     shown: dict[str, str] = {}
     for action in build_parser()._actions:
-        if action.option_strings and action.dest != "help":
+        if action.option_strings and action.dest not in ("help", "version"):
             end = re.search(r"\[env MONITOR_\w+(?:; (required|default (.+)))?\]$", action.help or "")
             assert end, f"{action.option_strings[0]}: its help does not end in [env ...; default ...]"
             shown[action.option_strings[0]] = "(required)" if end[1] == "required" else end[2] or ""

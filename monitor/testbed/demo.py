@@ -14,17 +14,16 @@ from pathlib import Path
 from monitor.settings import Settings
 
 MASTER_LABEL = {"node-role.kubernetes.io/master": ""}
-SEARCH = (
-    Path(__file__).resolve().parents[2] / "templates",  # a source checkout (pip install -e .)
-    Path("/usr/share/haproxy-monitor/templates"),  # the container image
-)
 
 
-def find_template(name: str = "haproxy.cfg.j2") -> Path:
-    for directory in SEARCH:
-        if (directory / name).is_file():
-            return directory / name
-    raise FileNotFoundError(f"template {name} not found in {', '.join(map(str, SEARCH))}")
+def shipped_template(workdir: Path, name: str = "haproxy.cfg.j2") -> Path:
+    """The package's own template copied into the work directory (the package may be a zip archive)."""
+    from monitor.shipped import template_text
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / name
+    path.write_text(template_text(name), encoding="utf-8")
+    return path
 
 
 class Step:
@@ -88,7 +87,7 @@ def _demo(workdir: Path, *, timeout: float) -> int:
     say(f"    API {sim.url}; kube-apiservers answer /readyz on 127.0.0.11-13:{api_port}")
 
     step("HAProxy started by the container's reload handler (master socket, seamless reloads)")
-    lab = HaproxyLab(workdir=workdir / "haproxy", template=find_template())
+    lab = HaproxyLab(workdir=workdir / "haproxy", template=shipped_template(workdir / "template"))
     lab.start_handler()
     say(f"    config {lab.cfg_path}; reload socket {lab.master_socket}; LB port {lab.lb_port}")
 
