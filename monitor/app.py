@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from monitor.adapters.config_writer import ConfigWriter, find_haproxy
 from monitor.adapters.reloader import Reloader
+from monitor.adapters.runtime_api import RuntimeApi
 from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource
 from monitor.events import Event, HealthObserved, StatsObserved, TemplateChanged
 from monitor.logs import Log, UnexpectedLog
@@ -116,6 +117,7 @@ def build_monitor(settings: Settings, *, metrics: Metrics | None = None) -> Moni
         networks=local_addresses,
         metrics=metrics,
         steering=_steering(settings),
+        runtime=RuntimeApi(drain_timeout=settings.drain_timeout) if settings.runtime_changes else None,
     )
 
 

@@ -16,8 +16,15 @@ from monitor.inbox import Inbox
 from monitor.logs import Log, UnexpectedLog
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
-from monitor.pipeline import ApplyResult, Pipeline, ReloadResult
-from monitor.ports import ConfigWriterPort, ReloaderPort, SteeringPort, SteeringResult, TemplatePort
+from monitor.pipeline import ApplyResult, Pipeline, ReloadResult, RuntimeResult
+from monitor.ports import (
+    ConfigWriterPort,
+    ReloaderPort,
+    RuntimePort,
+    SteeringPort,
+    SteeringResult,
+    TemplatePort,
+)
 from monitor.settings import Settings
 from monitor.stabilize import Backoff, Hysteresis, Settle
 from monitor.status import Stage, Status
@@ -50,6 +57,7 @@ class Report:
         self.status = status
         self._cfg, self._socket = str(cfg), str(socket)
         self._warnings: set[str] = set()
+        self._socket_unreachable = False
         subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
         self.log = {name: Log(name) for name in subsystems}
         self.unexpected = UnexpectedLog(self.log["loop"], count=status.metrics.internal_errors.inc)
@@ -113,6 +121,9 @@ class Report:
             return
         if result.stage_failed is not None:
             self.status.failed(result.stage_failed, result.error or "")
+            if result.reload is not None:  # servers were changed at runtime: HAProxy goes back to the file
+                self.status.reload_pending = True
+                self.reload(result.reload)
             return
         assert result.applied_at is not None
         self.status.config_applied(config, at=result.applied_at, written=result.written, seen=seen)
@@ -120,8 +131,43 @@ class Report:
             self.log["write"].info("config unchanged; no reload", cfg=self._cfg, reason=reason)
             return
         self.log["write"].info("config written", cfg=self._cfg, reason=reason, backends=len(config.backends))
+        if result.runtime is not None:
+            self.runtime(result.runtime)
+            if result.runtime.applied:
+                return
         self.status.reload_pending = True
         self.reload(result.reload)
+
+    def runtime(self, result: RuntimeResult) -> None:
+        """Runtime changes taken (no reload), or why the change reloads; an unreachable socket is said once."""
+        metrics, log = self.status.metrics, self.log["reload"]
+        if result.applied:
+            metrics.runtime_applies.inc()
+            outcome = result.outcome
+            drains = outcome.drains if outcome is not None else ()
+            for seconds in drains:
+                metrics.drain_seconds.observe(seconds)
+            fields: dict[str, Any] = {"commands": outcome.commands if outcome is not None else 0}
+            if drains:
+                fields["drained"] = ",".join(f"{d:.2f}s" for d in drains)
+            log.info("servers changed at runtime; no reload", **fields)
+            self._socket_unreachable = False
+            return
+        reason = result.reason or "unknown"
+        metrics.runtime_fallbacks.labels(reason=reason).inc()
+        if reason == "admin socket unreachable":
+            if not self._socket_unreachable:  # the reference's pod does not share the socket: say it once
+                log.info(
+                    "HAProxy's admin socket is not reachable; server changes reload HAProxy",
+                    detail=result.detail,
+                )
+            self._socket_unreachable = True
+            return
+        log.info(
+            "server changes need a reload",
+            reason=reason,
+            **({"detail": result.detail} if result.detail else {}),
+        )
 
     def reload(self, result: ReloadResult | None) -> None:
         if result is None:
@@ -165,12 +211,20 @@ class Monitor:
         networks: Callable[[], Sequence[discovery.IPInterface]],
         metrics: Metrics | None = None,
         steering: SteeringPort | None = None,
+        runtime: RuntimePort | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self.reloader, self.steering, self.clock = settings, reloader, steering, clock
         self.metrics = metrics or Metrics()
-        self.pipeline = Pipeline(template=renderer, writer=writer, reloader=reloader, clock=clock)
+        self.pipeline = Pipeline(
+            template=renderer,
+            writer=writer,
+            reloader=reloader,
+            clock=clock,
+            runtime=runtime,
+            runtime_socket=settings.runtime_socket,
+        )
         self.queue = Inbox()
         # --once applies the first backend set at once: there is no later change to wait for.
         quiet, max_wait = (0.0, 0.0) if settings.once else (settings.settle, settings.settle_max)

@@ -163,3 +163,20 @@ def plan(live: str, new: str) -> RuntimePlan | NotRuntime:
         before={b: tuple(old_cfg.servers[b].values()) for b in sorted(touched)},
         after={b: tuple(new_cfg.servers[b].values()) for b in sorted(touched)},
     )
+
+
+def admin_socket(text: str) -> str | None:
+    """The first ``stats socket PATH … level admin`` of ``global`` (a unix path), or None."""
+    section = ""
+    for line in text.splitlines():
+        w = words(line)
+        if not w:
+            continue
+        if w[0] in SECTIONS:
+            section = w[0]
+        elif section == "global" and w[:2] == ["stats", "socket"] and len(w) > 2:
+            path = w[2].removeprefix("unix@")
+            level = w[w.index("level") + 1] if "level" in w[3:-1] else "user"
+            if path.startswith("/") and level == "admin":
+                return path
+    return None
