@@ -135,6 +135,10 @@ class Report:
             self.runtime(result.runtime)
             if result.runtime.applied:
                 return
+        if result.state_error is not None:
+            self.log["reload"].info(
+                "server state not saved; health checks start over", detail=result.state_error
+            )
         self.status.reload_pending = True
         self.reload(result.reload)
 

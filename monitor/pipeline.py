@@ -18,7 +18,7 @@ from monitor.ports import (
     WriteError,
 )
 from monitor.render import RenderError
-from monitor.runtimeplan import NotRuntime, admin_socket, plan
+from monitor.runtimeplan import NotRuntime, admin_socket, plan, state_file
 from monitor.status import Stage
 
 
@@ -59,6 +59,9 @@ class ApplyResult:
     render_error: str | None = None
     reload: ReloadResult | None = None  # the first delivery attempt after a write
     runtime: RuntimeResult | None = None  # None: runtime changes off, or nothing HAProxy runs to change
+    state_error: str | None = (
+        None  # the server state could not be saved before the reload (health starts over)
+    )
 
     @property
     def runtime_applied(self) -> bool:
@@ -143,7 +146,9 @@ class Pipeline:
             )
         applied_at = self._clock()
         reload = None
+        state_error = None
         if written and not (runtime is not None and runtime.applied):
+            state_error = self._save_state(text)
             self.reloader.request()
             reload = self.deliver_reload()
         return ApplyResult(
@@ -153,7 +158,23 @@ class Pipeline:
             render_error=render_error,
             reload=reload,
             runtime=runtime if written else None,
+            state_error=state_error,
         )
+
+    def _save_state(self, text: str) -> str | None:
+        """Before a reload: the servers' health for the new HAProxy (``server-state-file``); the error, if any."""
+        path = state_file(text)
+        found = admin_socket(text)
+        socket_path = self.runtime_socket or (Path(found) if found else None)
+        if self.runtime is None or path is None or socket_path is None:
+            return None
+        try:
+            self.runtime.save_state(socket_path=socket_path, new=text, path=Path(path))
+        except RuntimeRefused as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{path}: cannot write the server state: {exc.strerror or exc}"
+        return None
 
     def _runtime(self, text: str) -> RuntimeResult | None:
         """Play the server changes from the live file to ``text`` on HAProxy; None when there is nothing to try."""

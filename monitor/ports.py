@@ -106,6 +106,10 @@ class RuntimePort(Protocol):
 
     def apply(self, plan: RuntimePlan, *, socket_path: Path) -> RuntimeOutcome: ...
 
+    def save_state(
+        self, *, socket_path: Path, new: str, path: Path
+    ) -> None: ...  # raises OSError, RuntimeRefused
+
 
 class SteeringPort(Protocol):
     """API VIP traffic steered into HAProxy: rules installed (``ensure``) or absent (``remove``); never raises."""

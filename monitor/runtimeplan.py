@@ -180,3 +180,52 @@ def admin_socket(text: str) -> str | None:
             if path.startswith("/") and level == "admin":
                 return path
     return None
+
+
+def state_file(text: str) -> str | None:
+    """The ``server-state-file`` of ``global`` as an absolute path (joined to ``server-state-base``), or None."""
+    section, base, name = "", "", ""
+    for line in text.splitlines():
+        w = words(line)
+        if not w:
+            continue
+        if w[0] in SECTIONS:
+            section = w[0]
+        elif section == "global" and len(w) > 1 and w[0] == "server-state-base":
+            base = w[1]
+        elif section == "global" and len(w) > 1 and w[0] == "server-state-file":
+            name = w[1]
+    if not name:
+        return None
+    path = name if name.startswith("/") else f"{base.rstrip('/')}/{name}" if base else ""
+    return path if path.startswith("/") else None
+
+
+def servers_of(text: str) -> dict[tuple[str, str], ServerLine]:
+    """Every server of the backends of a config, by (backend, name); empty when a server line is unusual."""
+    try:
+        parsed = _parse(text)
+    except _Unparsable:
+        return {}
+    return {(b, n): s for b, servers in parsed.servers.items() for n, s in servers.items()}
+
+
+def carried_state(state: str, new: str) -> str:
+    """The lines of ``show servers state`` a HAProxy starting from ``new`` may load.
+
+    HAProxy 2.6 applies a state line's port (and admin state) over the config's: a server whose address or port
+    the new config changes must start afresh, so only servers kept as they are carry their state over.
+    """
+    keep = servers_of(new)
+    out = []
+    for line in state.splitlines():
+        cols = line.split()
+        if not cols or line.startswith("#") or cols == ["1"]:
+            out.append(line)
+            continue
+        if len(cols) < 19:
+            continue
+        server = keep.get((cols[1], cols[3]))
+        if server is not None and (cols[4], cols[18]) == (server.address, str(server.port)):
+            out.append(line)
+    return "\n".join(out) + "\n"

@@ -248,3 +248,48 @@ def test_a_template_edit_arriving_with_a_server_change_reloads(world: World) -> 
     assert result.reload is not None and result.reload.sent
     world.lab.wait_until(lambda: world.lab.masters() != masters, timeout=15)
     world.wait_served(m0, m1)
+
+
+def ask(lab: HaproxyLab, command: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(lab.admin_socket))
+        s.sendall(command.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: s.recv(65536), b"")).decode()
+
+
+def reload_with_template_edit(world: World, *backends: Backend) -> ApplyResult:
+    text = world.lab.template_path.read_text().replace("timeout queue        1m", "timeout queue        2m")
+    world.lab.template_path.write_text(text)
+    world.pipeline.load_template()
+    masters = world.lab.masters()
+    result = world.apply(*backends)
+    assert result.reload is not None and result.reload.sent and result.state_error is None
+    # The old HAProxy gone: the admin socket now answers for the new one.
+    world.lab.wait_until(lambda: len(new := world.lab.masters()) == 1 and new != masters, timeout=15)
+    return result
+
+
+def test_a_master_whose_checks_failed_stays_down_across_a_reload(world: World) -> None:
+    m0, m1 = world.backend("m0", 0), world.backend("m1", 1)
+    started(world, m0, m1)
+    world.api[1].ready = False
+    world.lab.wait_until(lambda: world.lab.servers()["m1"].status == "DOWN", timeout=10)
+    # Slow checks after the reload: a DOWN seen at once comes from the state file, not from three failed checks.
+    slow = world.lab.template_path.read_text().replace("inter 300ms", "inter 60s")
+    world.lab.template_path.write_text(slow)
+    reload_with_template_edit(world, m0, m1)
+    servers = world.lab.servers()
+    assert servers["m1"].status == "DOWN" and servers["m0"].status == "UP"
+
+
+def test_a_server_given_another_port_by_a_reload_is_served_on_the_new_port_despite_the_state_file(
+    world: World, tmp_path: Path
+) -> None:
+    m0, m1 = world.backend("m0", 0), world.backend("m1", 1)
+    started(world, m0, m1)
+    with FakeApiServer(cert_dir=tmp_path / "pki", address=m1.address) as elsewhere:
+        moved = elsewhere.backend("m1")
+        reload_with_template_edit(world, m0, moved)
+        world.wait_served(m0, moved)
+        world.wait_up("m1")

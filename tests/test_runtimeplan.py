@@ -10,7 +10,17 @@ from hypothesis import strategies as st
 
 from monitor.model import Backend, LBConfig
 from monitor.render import Renderer
-from monitor.runtimeplan import AddServer, NotRuntime, RemoveServer, RuntimePlan, ServerLine, SetAddress, plan
+from monitor.runtimeplan import (
+    AddServer,
+    NotRuntime,
+    RemoveServer,
+    RuntimePlan,
+    ServerLine,
+    SetAddress,
+    carried_state,
+    plan,
+    state_file,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = ["haproxy.cfg.j2", "haproxy.cfg.tmpl", "openshift-haproxy.cfg.tmpl"]
@@ -166,3 +176,31 @@ def test_playing_the_plan_on_the_live_servers_gives_exactly_the_servers_of_the_n
     assert run(result.steps, served(live)) == served(rendered)
     removed = {s.server.key for s in result.steps if isinstance(s, RemoveServer)}
     assert removed == {f"masters/{b.host}" for b in old} - {f"masters/{b.host}" for b in new}
+
+
+STATE_HEADER = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ... srv_port ...\n"
+
+
+def state_line(name: str, address: str, port: int) -> str:
+    return f"6 masters 1 {name} {address} 0 0 1 1 90 15 3 0 6 0 0 0 - {port} - 0 0 - - 0"
+
+
+def test_only_servers_the_new_config_keeps_as_they_are_carry_their_state_over_a_reload() -> None:
+    # HAProxy 2.6 applies a state line's port over the config's: a moved server must start afresh.
+    state = STATE_HEADER + "\n".join(
+        [
+            state_line("m0", "192.0.2.10", 6443),
+            state_line("m1", "192.0.2.11", 6443),
+            state_line("gone", "192.0.2.1", 1),
+        ]
+    )
+    kept = carried_state(state, render([A, Backend("m1", "192.0.2.11", 7443)]))
+    assert kept == STATE_HEADER + state_line("m0", "192.0.2.10", 6443) + "\n"
+
+
+def test_the_shipped_jinja2_and_go_templates_name_a_state_file_the_monitor_can_write() -> None:
+    for template in ("haproxy.cfg.j2", "haproxy.cfg.tmpl"):
+        text = render([A], template=template)
+        assert state_file(text) == "/var/run/haproxy/haproxy.state"  # the run directory both containers share
+        assert "load-server-state-from-file global" in text
+    assert state_file(render([A], template="openshift-haproxy.cfg.tmpl")) is None  # the reference, unchanged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from monitor.adapters.stats import StatsParseError, parse_show_stat
 from monitor.ports import RuntimeOutcome, RuntimeRefused
-from monitor.runtimeplan import AddServer, RemoveServer, RuntimePlan, ServerLine, SetAddress
+from monitor.runtimeplan import AddServer, RemoveServer, RuntimePlan, ServerLine, SetAddress, carried_state
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 DRAIN_POLL = 0.05  # how often a draining server's sessions are counted
@@ -58,6 +59,24 @@ class RuntimeApi:
         for backend, servers in plan.after.items():
             session.expect_servers(backend, servers, reason="read-back mismatch")
         return RuntimeOutcome(commands=session.commands, drains=tuple(drains))
+
+    def save_state(self, *, socket_path: Path, new: str, path: Path) -> None:
+        """Write the servers' state for the HAProxy a reload starts from ``new`` (``load-server-state-from-file``).
+
+        Written atomically next to ``path``; raises RuntimeRefused when HAProxy cannot be asked, OSError when the
+        file cannot be written.
+        """
+        session = _Session(socket_path, timeout=self.timeout)
+        answer = session.ask("show servers state")
+        if not answer.startswith("1"):
+            raise session.refused("read-back failed", "show servers state", answer)
+        data = carried_state(answer, new).encode()
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
     @staticmethod
     def _add(session: _Session, s: ServerLine) -> None:
