@@ -58,6 +58,7 @@ class Report:
         self._cfg, self._socket = str(cfg), str(socket)
         self._warnings: set[str] = set()
         self._socket_unreachable = False
+        self._unconfirmed_said = False
         subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
         self.log = {name: Log(name) for name in subsystems}
         self.unexpected = UnexpectedLog(self.log["loop"], count=status.metrics.internal_errors.inc)
@@ -141,6 +142,24 @@ class Report:
             )
         self.status.reload_pending = True
         self.reload(result.reload)
+
+    def confirmation(self, answer: str | None) -> None:
+        """What the reload handler said about the reload it got; silence (an older handler) is said once."""
+        if answer is None:
+            return
+        log = self.log["reload"]
+        if answer.startswith("reload ok"):
+            outcome = "confirmed"
+            log.info("reload confirmed", answer=answer)
+        elif answer.startswith("reload failed"):
+            outcome = "failed"
+            log.warning("the reload handler reports a failed reload; the old HAProxy serves", answer=answer)
+        else:
+            outcome = "unconfirmed"
+            if not self._unconfirmed_said:
+                log.info("reload unconfirmed; said once", answer=answer)
+                self._unconfirmed_said = True
+        self.status.metrics.reload_outcomes.labels(outcome=outcome).inc()
 
     def runtime(self, result: RuntimeResult) -> None:
         """Runtime changes taken (no reload), or why the change reloads; an unreachable socket is said once."""
@@ -313,6 +332,7 @@ class Monitor:
         elif self._desired is not None and self.write_retry.due is not None and now >= self.write_retry.due:
             self._apply_config(self._desired, reason="retrying a failed write", seen=self._desired_seen)
         self.report.reload(self.pipeline.deliver_reload())
+        self.report.confirmation(self.reloader.confirmation())
 
     def shutdown(self) -> None:
         """Remove steering (traffic must not be sent to a HAProxy nobody watches) and stop."""

@@ -119,6 +119,12 @@ class Metrics:
             buckets=APPLY_LATENCY_BUCKETS,
             registry=r,
         )
+        self.reload_outcomes = Counter(
+            f"{PREFIX}_reload_outcomes",
+            "Delivered reloads by what the reload handler answered: confirmed, failed, unconfirmed (no answer)",
+            ["outcome"],
+            registry=r,
+        )
         self.runtime_applies = Counter(
             f"{PREFIX}_runtime_applies",
             "Configs whose server changes HAProxy took over its admin socket, without a reload",

@@ -81,6 +81,8 @@ class ReloaderPort(Protocol):
 
     def attempt(self) -> bool | None: ...
 
+    def confirmation(self) -> str | None: ...  # the delivered reload's outcome line, once; never blocks
+
 
 class RuntimeRefused(Exception):
     """HAProxy did not take a runtime change, or its servers differ from what was planned: reload instead.

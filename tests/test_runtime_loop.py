@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,15 @@ def settle(monitor: Monitor, clock: Clock, *nodes: dict) -> None:
     monitor.tick()
 
 
+def until(monitor: Monitor, done: Callable[[], bool], *, timeout: float = 15) -> None:
+    """Tick the loop (as its queue wait would) until ``done``; the handler answers in real time."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "not reached"
+        monitor.tick()
+        time.sleep(0.01)
+
+
 def test_without_the_admin_socket_every_change_reloads_and_the_log_says_why_once(
     tmp_path: Path, haproxy_bin: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -67,9 +77,9 @@ def test_without_the_admin_socket_every_change_reloads_and_the_log_says_why_once
     monitor._load_template()
     server = LineServer(sock)
     m0, m1, m2 = node("m0", "192.0.2.11"), node("m1", "192.0.2.12"), node("m2", "192.0.2.13")
-    settle(monitor, clock, m0)
-    settle(monitor, clock, m0, m1)
-    settle(monitor, clock, m0, m1, m2)
+    for k, nodes in enumerate([(m0,), (m0, m1), (m0, m1, m2)], start=1):
+        settle(monitor, clock, *nodes)
+        until(monitor, lambda k=k: sample(monitor, "reload_outcomes_total", outcome="unconfirmed") == k)
     server.close()
     server.thread.join(2)
     assert server.received == [b"reload\n"] * 3
@@ -77,6 +87,8 @@ def test_without_the_admin_socket_every_change_reloads_and_the_log_says_why_once
     assert len(said) == 1 and "not-shared" in said[0].fields["detail"]
     assert sample(monitor, "runtime_fallbacks_total", reason="admin socket unreachable") == 2
     assert sample(monitor, "runtime_applies_total") == 0
+    silent = [r for r in caplog.records if "reload unconfirmed" in r.getMessage()]
+    assert len(silent) == 1 and "answers nothing" in silent[0].fields["answer"]
 
 
 @pytest.fixture
@@ -123,6 +135,7 @@ def test_with_the_admin_socket_a_membership_change_is_counted_as_a_runtime_apply
     the_lab.start_handler()
     m0, m1 = node("m0", "127.0.0.11"), node("m1", "127.0.0.12")
     settle(monitor, clock, m0)
+    until(monitor, lambda: sample(monitor, "reload_outcomes_total", outcome="confirmed") == 1)
     the_lab.wait_until(lambda: "m0" in the_lab.servers(), timeout=15)
     masters = the_lab.masters()
     settle(monitor, clock, m0, m1)
