@@ -249,6 +249,7 @@ class Monitor:
             runtime_socket=settings.runtime_socket,
         )
         self.queue = Inbox()
+        self.pipeline.hurry = self.queue.stop_queued
         # --once applies the first backend set at once: there is no later change to wait for.
         quiet, max_wait = (0.0, 0.0) if settings.once else (settings.settle, settings.settle_max)
         self.settle: Settle[LBConfig] = Settle(quiet=quiet, max_wait=max_wait)

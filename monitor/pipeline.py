@@ -99,6 +99,7 @@ class Pipeline:
         self.template = template
         self.runtime = runtime
         self.runtime_socket = runtime_socket  # None: the rendered config's admin socket
+        self.hurry: Callable[[], bool] = lambda: False  # the loop's "a stop is queued"
         self.writer = writer
         self.reloader = reloader
         self._clock = clock
@@ -202,7 +203,7 @@ class Pipeline:
                 applied=False, reason="no admin socket", detail="no 'stats socket … level admin'"
             )
         try:
-            outcome = self.runtime.apply(decision, socket_path=path)
+            outcome = self.runtime.apply(decision, socket_path=path, hurry=self.hurry)
         except RuntimeRefused as exc:
             return RuntimeResult(applied=False, reason=exc.reason, detail=str(exc))
         return RuntimeResult(applied=True, outcome=outcome)

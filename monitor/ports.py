@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -106,7 +107,8 @@ class RuntimeOutcome:
 class RuntimePort(Protocol):
     """HAProxy's admin socket: ``apply`` plays a RuntimePlan and reads it back, or raises RuntimeRefused."""
 
-    def apply(self, plan: RuntimePlan, *, socket_path: Path) -> RuntimeOutcome: ...
+    # ``hurry``: true once the monitor is asked to stop; a drain then ends at once (steering must go first).
+    def apply(self, plan: RuntimePlan, *, socket_path: Path, hurry: Callable[[], bool]) -> RuntimeOutcome: ...
 
     def save_state(
         self, *, socket_path: Path, new: str, path: Path

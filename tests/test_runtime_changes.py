@@ -18,6 +18,8 @@ import pytest
 from monitor.adapters.config_writer import ConfigWriter
 from monitor.adapters.reloader import Reloader
 from monitor.adapters.runtime_api import RuntimeApi
+from monitor.events import Stop
+from monitor.inbox import Inbox
 from monitor.model import Backend
 from monitor.pipeline import ApplyResult, Pipeline
 from monitor.render import Renderer
@@ -293,3 +295,18 @@ def test_a_server_given_another_port_by_a_reload_is_served_on_the_new_port_despi
         reload_with_template_edit(world, m0, moved)
         world.wait_served(m0, moved)
         world.wait_up("m1")
+
+
+def test_a_stop_queued_during_a_drain_cuts_it_short(world: World) -> None:
+    # Steering must be removed promptly on SIGTERM: a drain does not hold the loop once a Stop is queued.
+    m0, m1 = world.backend("m0", 0), world.backend("m1", 1)
+    started(world, m0, m1)
+    on(world, "m1")
+    world.runtime.drain_timeout = 60.0
+    inbox = Inbox()
+    world.pipeline.hurry = inbox.stop_queued
+    inbox.put(Stop("SIGTERM"))
+    start = time.monotonic()
+    result = world.apply(m0)
+    assert result.runtime_applied and time.monotonic() - start < 10
+    assert world.served() == {"m0": f"{m0.address}:{m0.port}"}

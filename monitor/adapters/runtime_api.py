@@ -40,7 +40,9 @@ class RuntimeApi:
         self.timeout = timeout
         self._clock, self._sleep = clock, sleep
 
-    def apply(self, plan: RuntimePlan, *, socket_path: Path) -> RuntimeOutcome:
+    def apply(
+        self, plan: RuntimePlan, *, socket_path: Path, hurry: Callable[[], bool] = lambda: False
+    ) -> RuntimeOutcome:
         session = _Session(socket_path, timeout=self.timeout)
         for backend, servers in plan.before.items():
             session.expect_servers(backend, servers, reason="live servers differ from the file")
@@ -55,7 +57,7 @@ class RuntimeApi:
                 case AddServer():
                     self._add(session, s)
                 case RemoveServer():
-                    drains.append(self._remove(session, s))
+                    drains.append(self._remove(session, s, hurry))
         for backend, servers in plan.after.items():
             session.expect_servers(backend, servers, reason="read-back mismatch")
         return RuntimeOutcome(commands=session.commands, drains=tuple(drains))
@@ -96,11 +98,11 @@ class RuntimeApi:
         if "disabled" not in s.keywords:  # a server the file declares disabled stays in maintenance
             session.ok(f"enable server {s.key}", "enable server refused")
 
-    def _remove(self, session: _Session, s: ServerLine) -> float:
+    def _remove(self, session: _Session, s: ServerLine, hurry: Callable[[], bool]) -> float:
         """Drain, wait for the sessions up to the deadline, then cut what is left and delete; the drain's seconds."""
         session.ok(f"set server {s.key} state drain", "drain refused")
         start = self._clock()
-        while session.sessions(s) > 0 and self._clock() - start < self.drain_timeout:
+        while session.sessions(s) > 0 and self._clock() - start < self.drain_timeout and not hurry():
             self._sleep(DRAIN_POLL)
         drained = self._clock() - start
         session.ok(f"set server {s.key} state maint", "maint refused")
