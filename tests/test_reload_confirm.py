@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.adapters.reloader import Reloader
+from monitor.adapters.runtime_api import serving_pid
 from monitor.testbed.haproxy import FakeApiServer, HaproxyLab
 from tests.test_reloader import LineServer
 
@@ -87,3 +88,43 @@ def test_a_handler_that_answers_nothing_leaves_the_reload_unconfirmed(tmp_path: 
     finally:
         server.close()
     assert answer.startswith("reload unconfirmed: ")
+
+
+class SilentRelay(LineServer):
+    """An older reload handler: it passes each ``reload`` on to the real one and answers nothing."""
+
+    def __init__(self, path: Path, lab: HaproxyLab) -> None:
+        self.lab = lab
+        super().__init__(path)
+
+    def _serve(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                if b"reload" in conn.recv(1024):
+                    self.lab.reload()
+
+
+def test_behind_a_handler_that_answers_nothing_a_new_haproxy_on_the_admin_socket_confirms_the_reload(
+    lab, tmp_path: Path
+) -> None:
+    the_lab, api = lab
+    the_lab.write_config(the_lab.render([api.backend("m0")]))
+    the_lab.start_handler()
+    the_lab.wait_until(lambda: "m0" in the_lab.servers(), timeout=10)
+    relay = SilentRelay(tmp_path / "old-handler.sock", the_lab)
+    try:
+        reloader = Reloader(
+            socket_path=relay.path,
+            clock=time.monotonic,
+            serving=lambda: serving_pid(the_lab.admin_socket),
+        )
+        answer = deliver(reloader)
+    finally:
+        relay.close()
+    assert answer.startswith("reload ok (seen on the admin socket): haproxy worker pid ")

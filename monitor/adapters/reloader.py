@@ -31,6 +31,7 @@ class Reloader:
         clock: Callable[[], float],
         backoff: tuple[float, float] = (0.2, 5.0),
         timeout: float = 2.0,
+        serving: Callable[[], int | None] | None = None,
     ) -> None:
         self.socket_path = socket_path
         self._clock = clock
@@ -43,6 +44,10 @@ class Reloader:
         self._answer: socket.socket | None = None  # the delivered reload's connection, read for its outcome
         self._answer_due = 0.0
         self._answer_buf = b""
+        # For handlers that answer nothing: which HAProxy serves (``show info``'s Pid), before and after.
+        self._serving = serving
+        self._pid_before: int | None = None
+        self._probing = False
 
     def request(self) -> None:
         """A new config is on disk: HAProxy must reload (once, however many requests pile up)."""
@@ -52,7 +57,7 @@ class Reloader:
 
     def deadline(self) -> float | None:
         due = [self._next_attempt] if self.pending and self._next_attempt is not None else []
-        if self._answer is not None:
+        if self._answer is not None or self._probing:
             due.append(min(self._clock() + CONFIRM_POLL, self._answer_due))
         return min(due) if due else None
 
@@ -60,6 +65,8 @@ class Reloader:
         """The delivered reload's outcome, once: the handler's line (``reload ok: …``, ``reload failed: …``), or
         ``reload unconfirmed: …`` when the connection ends without one (handlers that answer nothing) or the answer
         is late; None while it is awaited or when no reload awaits one. Never blocks."""
+        if self._probing:
+            return self._probe()
         sock = self._answer
         if sock is None:
             return None
@@ -75,10 +82,26 @@ class Reloader:
         line, newline, _ = self._answer_buf.partition(b"\n")
         if newline or not data or len(self._answer_buf) >= MAX_ANSWER:
             text = line.decode(errors="replace").strip()
+            # Only when the admin socket answered before the reload (it is not shared in the reference's pod).
+            if not text and self._serving is not None and self._pid_before is not None:
+                self._close_answer("")
+                self._probing = True  # a silent handler: look for a new HAProxy on the admin socket instead
+                return self._probe()
             return self._close_answer(
                 text or "reload unconfirmed: the handler answers nothing (an older handler?)"
             )
         return None
+
+    def _probe(self) -> str | None:
+        assert self._serving is not None
+        pid = self._serving()
+        if pid is not None and pid != self._pid_before:
+            self._probing = False
+            return f"reload ok (seen on the admin socket): haproxy worker pid {pid} serves"
+        if self._clock() < self._answer_due:
+            return None
+        self._probing = False
+        return f"reload unconfirmed: the handler answers nothing and no new HAProxy showed in {CONFIRM_TIMEOUT:g}s"
 
     def _close_answer(self, text: str) -> str:
         if self._answer is not None:
@@ -90,6 +113,7 @@ class Reloader:
         """Try to deliver a due reload: True sent, False failed (retry scheduled), None nothing to do yet."""
         if not self.pending or self._next_attempt is None or self._clock() < self._next_attempt:
             return None
+        pid_before = self._serving() if self._serving is not None else None
         try:
             sock = self._send()
         except OSError as exc:
@@ -102,6 +126,7 @@ class Reloader:
         self._delay = self._backoff_min
         self.last_error = None
         self._close_answer("")  # a newer reload's outcome is the one that counts
+        self._probing, self._pid_before = False, pid_before
         sock.setblocking(False)
         self._answer, self._answer_due = sock, self._clock() + CONFIRM_TIMEOUT
         return True

@@ -113,6 +113,19 @@ class RuntimeApi:
         return drained
 
 
+def serving_pid(socket_path: Path, *, timeout: float = 0.5) -> int | None:
+    """The pid of the HAProxy process answering on the admin socket (``show info``), None when none answers."""
+    try:
+        answer = _Session(socket_path, timeout=timeout).ask("show info")
+    except RuntimeRefused:
+        return None
+    for line in answer.splitlines():
+        name, _, value = line.partition(":")
+        if name == "Pid" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
 class _Session:
     """One plan's commands on one admin socket: each answer stripped, each failure named."""
 
