@@ -123,7 +123,7 @@ GENERIC: list[tuple[str, Any]] = [
     ('{{slice "abc" (index .l 0)}} {{slice "" .}}', {"l": [1]}),
     ('{{range .l}}{{slice "abc" .}}{{end}}', {"l": [1]}),
     ('{{range $i, $e := .l}}{{slice "abc" $i}}{{slice "abc" $e}}{{end}}', {"l": [1]}),
-    ("{{range $k, $v := .m}}{{slice $k 1}}{{$v = 1}}{{slice $k $v}}{{end}}", {"m": {"ab": 2}}),
+    ('{{range $k, $v := .m}}{{slice $k 1}}{{$v = 1}}{{slice $k $v}}{{end}}', {"m": {"ab": 2}}),
     ('{{range .l}}{{with 1}}{{slice "abc" .}}{{end}}{{slice "abc" .}}{{end}}', {"l": [2]}),
     ('{{range .l}}{{slice "abc" .x}}{{end}}', {"l": [{"x": 1}]}),
     ('{{slice "abc" (.l).x}}', {"l": {"x": 1}}),
