@@ -301,7 +301,7 @@ def test_a_stop_queued_during_a_drain_cuts_it_short(world: World) -> None:
     # Steering must be removed promptly on SIGTERM: a drain does not hold the loop once a Stop is queued.
     m0, m1 = world.backend("m0", 0), world.backend("m1", 1)
     started(world, m0, m1)
-    on(world, "m1")
+    held = on(world, "m1")  # a session that would hold the drain for its whole deadline
     world.runtime.drain_timeout = 60.0
     inbox = Inbox()
     world.pipeline.hurry = inbox.stop_queued
@@ -310,3 +310,4 @@ def test_a_stop_queued_during_a_drain_cuts_it_short(world: World) -> None:
     result = world.apply(m0)
     assert result.runtime_applied and time.monotonic() - start < 10
     assert world.served() == {"m0": f"{m0.address}:{m0.port}"}
+    world.lab.wait_until(lambda: closed(held), timeout=5)
