@@ -20,7 +20,7 @@ from haproxy_reload_handler.processes import (
     send,
     wrote_pid_file,
 )
-from haproxy_reload_handler.server import SocketServer
+from haproxy_reload_handler.server import Reply, SocketServer
 
 # While a new HAProxy starts, how often to look for its worker (about 40 ms for a small config).
 READY_POLL = 0.01
@@ -68,13 +68,18 @@ class PendingReload:
     old_pids: tuple[int, ...]
     started: float
     pid_file_before: FileIdentity
+    replies: list[Reply] = field(default_factory=list)  # the lines this reload answers
+
+    def resolve(self, text: str) -> None:
+        for reply in self.replies:
+            reply.resolve(text)
 
 
 @dataclass
 class Events:
     """What the main loop has to act on after draining its queue."""
 
-    lines: list[str] = field(default_factory=list)
+    lines: list[Reply] = field(default_factory=list)
     stop: str | None = None
 
 
@@ -84,16 +89,17 @@ class Handler:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         # SimpleQueue.put is reentrant, so signal handlers may call it.
-        self.events: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[tuple[str, Reply | str]] = queue.SimpleQueue()
         self.instances: dict[int, Instance] = {}
         self.pending: PendingReload | None = None
         self.reload_wanted = False
+        self.waiting: list[Reply] = []  # lines not yet answered by a started reload
         self.stopping = False
         self.server = SocketServer(
             master_socket=opts.master_socket,
             log_socket=opts.log_socket,
             mode=opts.socket_mode,
-            on_reload=lambda: self.events.put(("line", "reload")),
+            on_reload=lambda reply: self.events.put(("line", reply)),
         )
 
     def prepare(self) -> None:
@@ -124,6 +130,7 @@ class Handler:
                 break
             if ev.lines:
                 self.reload_wanted = True
+                self.waiting.extend(ev.lines)
                 if self.pending is not None:
                     log(f"reload requested ({len(ev.lines)}x) while one is in progress; queued")
                 elif len(ev.lines) > 1:
@@ -154,16 +161,16 @@ class Handler:
     def _drain(self, timeout: float) -> Events:
         ev = Events()
         try:
-            item: tuple[str, str] | None = (
+            item: tuple[str, Reply | str] | None = (
                 self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
             )
         except queue.Empty:
             item = None
         while item is not None:
             kind, value = item
-            if kind == "line":
+            if kind == "line" and isinstance(value, Reply):
                 ev.lines.append(value)
-            elif kind == "stop":
+            elif kind == "stop" and isinstance(value, str):
                 ev.stop = value
             try:
                 item = self.events.get_nowait()
@@ -215,6 +222,7 @@ class Handler:
         if wrote_pid_file(self.opts.pid_file, inst.pid, before=p.pid_file_before):
             # It started; the old processes are not given a deadline, they may be the only ones serving.
             log(f"haproxy pid {inst.pid} {how}")
+            p.resolve(f"reload failed: haproxy pid {inst.pid} {how} right after starting")
             return
         hint = "" if inst.status < 0 else f" (check with: haproxy -c -f {self.opts.config})"
         still = " ".join(str(i.pid) for i in self.alive()) or "none"
@@ -222,6 +230,7 @@ class Handler:
             f"haproxy pid {inst.pid} {how} after {elapsed:.0f} ms before starting a worker: "
             f"reload FAILED{hint}; still serving: {still}"
         )
+        p.resolve(f"reload failed: haproxy pid {inst.pid} {how}; still serving: {still}")
 
     def _forget_dead(self) -> None:
         self.instances = {pid: i for pid, i in self.instances.items() if i.alive}
@@ -232,8 +241,11 @@ class Handler:
             size = cfg.stat().st_size
         except OSError:
             size = 0
+        replies, self.waiting = self.waiting, []
         if size == 0:
             log(f"reload requested but {cfg} is missing or empty; not starting haproxy")
+            for reply in replies:
+                reply.resolve(f"reload failed: {cfg} is missing or empty")
             return
         old = tuple(i.pid for i in self.alive())
         argv = [self.opts.haproxy, "-W", "-db", "-f", str(cfg), "-p", str(self.opts.pid_file)]
@@ -248,10 +260,14 @@ class Handler:
             )
         except OSError as exc:
             log(f"cannot start {argv[0]}: {exc.strerror}; is haproxy installed?")
+            for reply in replies:
+                reply.resolve(f"reload failed: cannot start {argv[0]}: {exc.strerror}")
             return
         now = time.monotonic()
         self.instances[pid] = Instance(pid=pid, started=now)
-        self.pending = PendingReload(pid=pid, old_pids=old, started=now, pid_file_before=pid_file_before)
+        self.pending = PendingReload(
+            pid=pid, old_pids=old, started=now, pid_file_before=pid_file_before, replies=replies
+        )
         if old:
             log(f"reload requested; started haproxy pid {pid} (old: {' '.join(map(str, old))})")
         else:
@@ -265,8 +281,10 @@ class Handler:
         elapsed = time.monotonic() - p.started
         if child_pids(p.pid):
             log(f"haproxy pid {p.pid} ready in {elapsed * 1000:.0f} ms")
+            p.resolve(f"reload ok: haproxy pid {p.pid} ready in {elapsed * 1000:.0f} ms")
         elif elapsed > self.opts.ready_timeout:
             log(f"haproxy pid {p.pid} has no worker after {elapsed:.1f}s; treating the reload as done")
+            p.resolve(f"reload unconfirmed: haproxy pid {p.pid} has no worker after {elapsed:.1f}s")
         else:
             return
         self.pending = None
@@ -306,6 +324,8 @@ class Handler:
         """SIGTERM every HAProxy, SIGKILL after the grace, and wait (on SIGCHLD) until all are reaped."""
         self.stopping = True
         self.server.stop_accepting()
+        for reply in self.waiting + (self.pending.replies if self.pending is not None else []):
+            reply.resolve("reload failed: the handler is stopping")
         now = time.monotonic()
         for inst in self.alive():
             log(f"stopping haproxy pid {inst.pid}")

@@ -17,13 +17,28 @@ from haproxy_reload_handler.log import log
 
 MAX_LINE = 4096
 MAX_CLIENTS = 64
+# How long a client's connection waits for the outcome of the reloads it asked for before it is closed.
+REPLY_WAIT = 60.0
+
+
+class Reply:
+    """The outcome of one ``reload`` line, filled by the main loop and written back to the client as one line."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.done = threading.Event()
+
+    def resolve(self, text: str) -> None:
+        if not self.done.is_set():
+            self.text = text
+            self.done.set()
 
 
 class SocketServer:
     """Binds, serves and finally removes the master socket and the optional log socket."""
 
     def __init__(
-        self, *, master_socket: Path, log_socket: Path | None, mode: int, on_reload: Callable[[], None]
+        self, *, master_socket: Path, log_socket: Path | None, mode: int, on_reload: Callable[[Reply], None]
     ) -> None:
         self.master_socket = master_socket
         self.log_socket = log_socket
@@ -125,6 +140,7 @@ class SocketServer:
 
     def _serve_client(self, conn: socket.socket, client: int) -> None:
         buf = b""
+        replies: list[Reply] = []
         try:
             while True:
                 try:
@@ -136,25 +152,39 @@ class SocketServer:
                 buf += data
                 while b"\n" in buf:
                     raw, buf = buf.split(b"\n", 1)
-                    self._line(client, raw)
+                    self._line(client, raw, replies)
+                # Every complete line is queued first (they coalesce into one reload), then answered.
+                self._answer(conn, replies)
                 if len(buf) > MAX_LINE:
                     log(f"client {client}: line longer than {MAX_LINE} bytes; closing the connection")
                     buf = b""
                     break
             if buf.strip():
                 # A line cut by the client closing: honour it only if it is a complete word.
-                self._line(client, buf)
+                self._line(client, buf, replies)
+                self._answer(conn, replies)
         finally:
             with self.clients_lock:
                 self.clients.discard(conn)
             conn.close()
             self.client_slots.release()
 
-    def _line(self, client: int, raw: bytes) -> None:
+    @staticmethod
+    def _answer(conn: socket.socket, replies: list[Reply]) -> None:
+        """One line per reload asked on this connection, once its outcome is known (the client may be gone)."""
+        for reply in replies:
+            text = reply.text if reply.done.wait(REPLY_WAIT) else "reload unconfirmed: no outcome in time"
+            with contextlib.suppress(OSError):
+                conn.sendall(text.encode() + b"\n")
+        replies.clear()
+
+    def _line(self, client: int, raw: bytes, replies: list[Reply]) -> None:
         line = raw.decode(errors="replace").strip()
         if not line:
             return
         if line == "reload":
-            self.on_reload()
+            reply = Reply()
+            replies.append(reply)
+            self.on_reload(reply)
         else:
             log(f"client {client}: ignored unknown command {line[:80]!r} (only 'reload' is supported)")

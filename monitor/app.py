@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitor.adapters.config_writer import ConfigWriter, find_haproxy
+from monitor.adapters.config_writer import MAX_CONFIG_BYTES, ConfigWriter, find_haproxy
 from monitor.adapters.reloader import Reloader
+from monitor.adapters.runtime_api import RuntimeApi
 from monitor.adapters.sdnotify import SystemdNotifier
 from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource
 from monitor.events import Event, HealthObserved, StatsObserved, TemplateChanged
@@ -105,6 +106,30 @@ def _steering(settings: Settings) -> SteeringPort | None:
     return NftSteering(spec=spec, nft_bin=settings.nft_bin)
 
 
+def _serving(settings: Settings) -> Callable[[], int | None] | None:
+    """Which HAProxy serves, read on the admin socket (given, or the live config's): confirms reloads that a
+    silent reload handler does not."""
+    if not settings.runtime_changes:
+        return None
+    from monitor.adapters.runtime_api import serving_pid
+    from monitor.boundedread import read_bounded
+    from monitor.runtimeplan import admin_socket
+
+    def pid() -> int | None:
+        path = settings.runtime_socket
+        if path is None:
+            try:
+                found = admin_socket(
+                    read_bounded(settings.cfg, limit=MAX_CONFIG_BYTES).decode(errors="replace")
+                )
+            except OSError:
+                return None
+            path = Path(found) if found else None
+        return serving_pid(path) if path is not None else None
+
+    return pid
+
+
 def build_monitor(
     settings: Settings, *, metrics: Metrics | None = None, notifier: SystemdNotifier | None = None
 ) -> Monitor:
@@ -117,10 +142,13 @@ def build_monitor(
         settings=settings,
         renderer=Renderer(settings.template, language=settings.template_language),
         writer=ConfigWriter(cfg=settings.cfg, haproxy_bin=find_haproxy(settings.haproxy_bin)),
-        reloader=Reloader(socket_path=settings.reload_socket, clock=time.monotonic),
+        reloader=Reloader(
+            socket_path=settings.reload_socket, clock=time.monotonic, serving=_serving(settings)
+        ),
         networks=local_addresses,
         metrics=metrics,
         steering=_steering(settings),
+        runtime=RuntimeApi(drain_timeout=settings.drain_timeout) if settings.runtime_changes else None,
     )
 
 

@@ -23,6 +23,11 @@ def coalesce(batch: Sequence[Event]) -> list[Event]:
 class Inbox(queue.Queue[Event]):
     """Adapters, the file watcher, the poller and signal handlers ``put``; only the loop drains."""
 
+    def stop_queued(self) -> bool:
+        """A Stop waits in the queue: work that may take long (a drain) should cut itself short."""
+        with self.mutex:
+            return any(isinstance(e, Stop) for e in self.queue)
+
     def drain(self, *, wait: float) -> list[Event]:
         """The next event (waited for up to ``wait`` seconds) with all else queued already, coalesced."""
         try:

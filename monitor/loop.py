@@ -16,8 +16,15 @@ from monitor.inbox import Inbox
 from monitor.logs import Log, UnexpectedLog
 from monitor.metrics import Metrics
 from monitor.model import Backend, LBConfig
-from monitor.pipeline import ApplyResult, Pipeline, ReloadResult
-from monitor.ports import ConfigWriterPort, ReloaderPort, SteeringPort, SteeringResult, TemplatePort
+from monitor.pipeline import ApplyResult, Pipeline, ReloadResult, RuntimeResult
+from monitor.ports import (
+    ConfigWriterPort,
+    ReloaderPort,
+    RuntimePort,
+    SteeringPort,
+    SteeringResult,
+    TemplatePort,
+)
 from monitor.settings import Settings
 from monitor.stabilize import Backoff, Hysteresis, Settle
 from monitor.status import Stage, Status
@@ -50,6 +57,8 @@ class Report:
         self.status = status
         self._cfg, self._socket = str(cfg), str(socket)
         self._warnings: set[str] = set()
+        self._socket_unreachable = False
+        self._unconfirmed_said = False
         subsystems = ("discovery", "settle", "render", "write", "reload", "health", "steering", "loop")
         self.log = {name: Log(name) for name in subsystems}
         self.unexpected = UnexpectedLog(self.log["loop"], count=status.metrics.internal_errors.inc)
@@ -113,6 +122,9 @@ class Report:
             return
         if result.stage_failed is not None:
             self.status.failed(result.stage_failed, result.error or "")
+            if result.reload is not None:  # servers were changed at runtime: HAProxy goes back to the file
+                self.status.reload_pending = True
+                self.reload(result.reload)
             return
         assert result.applied_at is not None
         self.status.config_applied(config, at=result.applied_at, written=result.written, seen=seen)
@@ -120,8 +132,65 @@ class Report:
             self.log["write"].info("config unchanged; no reload", cfg=self._cfg, reason=reason)
             return
         self.log["write"].info("config written", cfg=self._cfg, reason=reason, backends=len(config.backends))
+        if result.runtime is not None:
+            self.runtime(result.runtime)
+            if result.runtime.applied:
+                return
+        if result.state_error is not None:
+            self.log["reload"].info(
+                "server state not saved; health checks start over", detail=result.state_error
+            )
         self.status.reload_pending = True
         self.reload(result.reload)
+
+    def confirmation(self, answer: str | None) -> None:
+        """What the reload handler said about the reload it got; silence (an older handler) is said once."""
+        if answer is None:
+            return
+        log = self.log["reload"]
+        if answer.startswith("reload ok"):
+            outcome = "confirmed"
+            log.info("reload confirmed", answer=answer)
+        elif answer.startswith("reload failed"):
+            outcome = "failed"
+            log.warning("the reload handler reports a failed reload; the old HAProxy serves", answer=answer)
+        else:
+            outcome = "unconfirmed"
+            if not self._unconfirmed_said:
+                log.info("reload unconfirmed; said once", answer=answer)
+                self._unconfirmed_said = True
+        self.status.metrics.reload_outcomes.labels(outcome=outcome).inc()
+
+    def runtime(self, result: RuntimeResult) -> None:
+        """Runtime changes taken (no reload), or why the change reloads; an unreachable socket is said once."""
+        metrics, log = self.status.metrics, self.log["reload"]
+        if result.applied:
+            metrics.runtime_applies.inc()
+            outcome = result.outcome
+            drains = outcome.drains if outcome is not None else ()
+            for seconds in drains:
+                metrics.drain_seconds.observe(seconds)
+            fields: dict[str, Any] = {"commands": outcome.commands if outcome is not None else 0}
+            if drains:
+                fields["drained"] = ",".join(f"{d:.2f}s" for d in drains)
+            log.info("servers changed at runtime; no reload", **fields)
+            self._socket_unreachable = False
+            return
+        reason = result.reason or "unknown"
+        metrics.runtime_fallbacks.labels(reason=reason).inc()
+        if reason == "admin socket unreachable":
+            if not self._socket_unreachable:  # the reference's pod does not share the socket: say it once
+                log.info(
+                    "HAProxy's admin socket is not reachable; server changes reload HAProxy",
+                    detail=result.detail,
+                )
+            self._socket_unreachable = True
+            return
+        log.info(
+            "server changes need a reload",
+            reason=reason,
+            **({"detail": result.detail} if result.detail else {}),
+        )
 
     def reload(self, result: ReloadResult | None) -> None:
         if result is None:
@@ -165,6 +234,7 @@ class Monitor:
         networks: Callable[[], Sequence[discovery.IPInterface]],
         metrics: Metrics | None = None,
         steering: SteeringPort | None = None,
+        runtime: RuntimePort | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         heartbeat: Callable[[], None] | None = None,
@@ -174,8 +244,16 @@ class Monitor:
         # Called on every iteration (systemd's watchdog): a loop that hangs stops calling it, and is restarted.
         self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
         self.metrics = metrics or Metrics()
-        self.pipeline = Pipeline(template=renderer, writer=writer, reloader=reloader, clock=clock)
+        self.pipeline = Pipeline(
+            template=renderer,
+            writer=writer,
+            reloader=reloader,
+            clock=clock,
+            runtime=runtime,
+            runtime_socket=settings.runtime_socket,
+        )
         self.queue = Inbox()
+        self.pipeline.hurry = self.queue.stop_queued
         # --once applies the first backend set at once: there is no later change to wait for.
         quiet, max_wait = (0.0, 0.0) if settings.once else (settings.settle, settings.settle_max)
         self.settle: Settle[LBConfig] = Settle(quiet=quiet, max_wait=max_wait)
@@ -261,6 +339,7 @@ class Monitor:
         elif self._desired is not None and self.write_retry.due is not None and now >= self.write_retry.due:
             self._apply_config(self._desired, reason="retrying a failed write", seen=self._desired_seen)
         self.report.reload(self.pipeline.deliver_reload())
+        self.report.confirmation(self.reloader.confirmation())
 
     def shutdown(self) -> None:
         """Remove steering (traffic must not be sent to a HAProxy nobody watches) and stop."""

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 PREFIX = "haproxy_monitor"
 # Backend change seen → config written: the settle window (1.5 s by default, 10 s at most) plus render and write.
 APPLY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0)
+DRAIN_BUCKETS = (0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class ServerStatusCollector(Collector):
@@ -116,6 +117,29 @@ class Metrics:
             f"{PREFIX}_apply_latency_seconds",
             "Seconds from discovery first seeing a backend set to that set's config being written",
             buckets=APPLY_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reload_outcomes = Counter(
+            f"{PREFIX}_reload_outcomes",
+            "Delivered reloads by what the reload handler answered: confirmed, failed, unconfirmed (no answer)",
+            ["outcome"],
+            registry=r,
+        )
+        self.runtime_applies = Counter(
+            f"{PREFIX}_runtime_applies",
+            "Configs whose server changes HAProxy took over its admin socket, without a reload",
+            registry=r,
+        )
+        self.runtime_fallbacks = Counter(
+            f"{PREFIX}_runtime_fallbacks",
+            "Written configs that needed a reload instead of runtime changes, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.drain_seconds = Histogram(
+            f"{PREFIX}_drain_duration_seconds",
+            "Seconds a removed server drained before its remaining sessions were cut and it was deleted",
+            buckets=DRAIN_BUCKETS,
             registry=r,
         )
         self.backends = Gauge(f"{PREFIX}_backends", "Backends in the applied configuration", registry=r)

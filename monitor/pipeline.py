@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from monitor.model import LBConfig
-from monitor.ports import ConfigWriterPort, ReloaderPort, TemplatePort, ValidationError, WriteError
+from monitor.ports import (
+    ConfigWriterPort,
+    ReloaderPort,
+    RuntimeOutcome,
+    RuntimePort,
+    RuntimeRefused,
+    TemplatePort,
+    ValidationError,
+    WriteError,
+)
 from monitor.render import RenderError
+from monitor.runtimeplan import NotRuntime, admin_socket, plan, state_file
 from monitor.status import Stage
 
 
@@ -17,6 +28,16 @@ class ReloadResult:
 
     sent: bool
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeResult:
+    """Whether a changed config reached HAProxy over its admin socket; if not, why (the reload's reason)."""
+
+    applied: bool
+    reason: str | None = None  # a short phrase, the fallback metric's label
+    detail: str = ""  # one line: what HAProxy answered, which server, which socket
+    outcome: RuntimeOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +58,14 @@ class ApplyResult:
     )
     render_error: str | None = None
     reload: ReloadResult | None = None  # the first delivery attempt after a write
+    runtime: RuntimeResult | None = None  # None: runtime changes off, or nothing HAProxy runs to change
+    state_error: str | None = (
+        None  # the server state could not be saved before the reload (health starts over)
+    )
+
+    @property
+    def runtime_applied(self) -> bool:
+        return self.runtime is not None and self.runtime.applied
 
     @property
     def used_last_good_template(self) -> bool:
@@ -52,7 +81,9 @@ class Pipeline:
     """Renders the config, installs it through the writer (stage, ``haproxy -c``, rename), then reloads HAProxy.
 
     Like confd's ``process()``/``sync()``: validation runs on the staged file before the live one changes, and
-    identical bytes stop the pipeline before the write (no write, no reload).
+    identical bytes stop the pipeline before the write (no write, no reload). With a ``runtime`` port, a config
+    that differs from the live file only in backend servers is played on HAProxy's admin socket first and then
+    written without a reload; any refusal falls back to the reload.
     """
 
     def __init__(
@@ -62,8 +93,13 @@ class Pipeline:
         writer: ConfigWriterPort,
         reloader: ReloaderPort,
         clock: Callable[[], float],
+        runtime: RuntimePort | None = None,
+        runtime_socket: Path | None = None,
     ) -> None:
         self.template = template
+        self.runtime = runtime
+        self.runtime_socket = runtime_socket  # None: the rendered config's admin socket
+        self.hurry: Callable[[], bool] = lambda: False  # the loop's "a stop is queued"
         self.writer = writer
         self.reloader = reloader
         self._clock = clock
@@ -85,25 +121,92 @@ class Pipeline:
         text, render_error = self._render(config)
         if text is None:
             return ApplyResult(stage_failed=Stage.RENDER, error=render_error, render_error=render_error)
+        runtime = self._runtime(text)
+        failed: tuple[Stage, str] | None = None
         try:
             written = self.writer.write(text, mode=self.template.mode)
         except ValidationError as exc:
-            return ApplyResult(
-                stage_failed=Stage.VALIDATE, error=str(exc), text=text, render_error=render_error
-            )
+            failed = (Stage.VALIDATE, str(exc))
         except WriteError as exc:
-            return ApplyResult(stage_failed=Stage.WRITE, error=str(exc), text=text, render_error=render_error)
+            failed = (Stage.WRITE, str(exc))
         except OSError as exc:  # one the writer did not name, e.g. EMFILE when spawning 'haproxy -c'
-            error = f"{self.writer.cfg}: {exc.strerror or exc}"
-            return ApplyResult(stage_failed=Stage.WRITE, error=error, text=text, render_error=render_error)
+            failed = (Stage.WRITE, f"{self.writer.cfg}: {exc.strerror or exc}")
+        if failed is not None:
+            reload = None
+            if runtime is not None and runtime.applied:
+                # HAProxy runs servers the file does not hold: a reload brings it back to the file.
+                self.reloader.request()
+                reload = self.deliver_reload()
+            return ApplyResult(
+                stage_failed=failed[0],
+                error=failed[1],
+                text=text,
+                render_error=render_error,
+                runtime=runtime,
+                reload=reload,
+            )
         applied_at = self._clock()
         reload = None
-        if written:
+        state_error = None
+        if written and not (runtime is not None and runtime.applied):
+            state_error = self._save_state(text)
             self.reloader.request()
             reload = self.deliver_reload()
         return ApplyResult(
-            text=text, written=written, applied_at=applied_at, render_error=render_error, reload=reload
+            text=text,
+            written=written,
+            applied_at=applied_at,
+            render_error=render_error,
+            reload=reload,
+            runtime=runtime if written else None,
+            state_error=state_error,
         )
+
+    def _save_state(self, text: str) -> str | None:
+        """Before a reload: the servers' health for the new HAProxy (``server-state-file``); the error, if any."""
+        path = state_file(text)
+        found = admin_socket(text)
+        socket_path = self.runtime_socket or (Path(found) if found else None)
+        if self.runtime is None or path is None or socket_path is None:
+            return None
+        try:
+            self.runtime.save_state(socket_path=socket_path, new=text, path=Path(path))
+        except RuntimeRefused as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{path}: cannot write the server state: {exc.strerror or exc}"
+        return None
+
+    def _runtime(self, text: str) -> RuntimeResult | None:
+        """Play the server changes from the live file to ``text`` on HAProxy; None when there is nothing to try."""
+        if self.runtime is None:
+            return None
+        try:
+            live = self.writer.current()
+        except WriteError:
+            return None  # the write reports it
+        if live is None:
+            return None  # the first config: HAProxy starts from it
+        live_text = live.decode("utf-8", "surrogateescape")
+        if live_text == text:
+            return None
+        if self.reloader.pending:
+            # HAProxy may not run the live file yet: only a reload makes it.
+            return RuntimeResult(applied=False, reason="reload pending")
+        decision = plan(live_text, text)
+        if isinstance(decision, NotRuntime):
+            return RuntimeResult(applied=False, reason=decision.reason, detail=decision.detail)
+        found = admin_socket(text)
+        path = self.runtime_socket or (Path(found) if found else None)
+        if path is None:
+            return RuntimeResult(
+                applied=False, reason="no admin socket", detail="no 'stats socket … level admin'"
+            )
+        try:
+            outcome = self.runtime.apply(decision, socket_path=path, hurry=self.hurry)
+        except RuntimeRefused as exc:
+            return RuntimeResult(applied=False, reason=exc.reason, detail=str(exc))
+        return RuntimeResult(applied=True, outcome=outcome)
 
     def deliver_reload(self) -> ReloadResult | None:
         """Send a pending reload when it is due; None when there is none or its retry is not due yet."""

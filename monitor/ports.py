@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from monitor.model import LBConfig
+from monitor.runtimeplan import RuntimePlan
 
 
 class WriteError(Exception):
@@ -59,6 +61,8 @@ class ConfigWriterPort(Protocol):
 
     def write(self, text: str, *, mode: int = 0o644) -> bool: ...  # False: already byte-identical
 
+    def current(self, *, limit: int | None = None) -> bytes | None: ...  # the live bytes; None: no file
+
 
 class ReloaderPort(Protocol):
     """Holds at most one pending reload; ``attempt`` delivers it when due (True sent, False failed, None not due)."""
@@ -69,11 +73,46 @@ class ReloaderPort(Protocol):
     @property
     def last_error(self) -> str | None: ...
 
+    @property
+    def pending(self) -> bool: ...  # a reload is requested and not delivered yet
+
     def request(self) -> None: ...
 
     def deadline(self) -> float | None: ...
 
     def attempt(self) -> bool | None: ...
+
+    def confirmation(self) -> str | None: ...  # the delivered reload's outcome line, once; never blocks
+
+
+class RuntimeRefused(Exception):
+    """HAProxy did not take a runtime change, or its servers differ from what was planned: reload instead.
+
+    ``reason`` is a short fixed phrase (the fallback metric's label); the message is one line naming the socket.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RuntimeOutcome:
+    """A runtime plan HAProxy took and read back as planned; the seconds each removed server spent draining."""
+
+    commands: int
+    drains: tuple[float, ...] = ()
+
+
+class RuntimePort(Protocol):
+    """HAProxy's admin socket: ``apply`` plays a RuntimePlan and reads it back, or raises RuntimeRefused."""
+
+    # ``hurry``: true once the monitor is asked to stop; a drain then ends at once (steering must go first).
+    def apply(self, plan: RuntimePlan, *, socket_path: Path, hurry: Callable[[], bool]) -> RuntimeOutcome: ...
+
+    def save_state(
+        self, *, socket_path: Path, new: str, path: Path
+    ) -> None: ...  # raises OSError, RuntimeRefused
 
 
 class SteeringPort(Protocol):

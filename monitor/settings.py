@@ -218,6 +218,24 @@ class Settings:
     settle_max: float = field(
         default=10.0, metadata=option("apply anyway after this long of constant change", **_DURATION)
     )
+    runtime_changes: bool = field(
+        default=True,
+        metadata=option(
+            "always reload; never change servers over HAProxy's admin socket", flag="--no-runtime-changes"
+        ),
+    )
+    runtime_socket: Path | None = field(
+        default=None,
+        metadata=option(
+            "HAProxy admin socket for runtime server changes",
+            parse=Path,
+            default_text="the config's stats socket … level admin",
+        ),
+    )
+    drain_timeout: float = field(
+        default=10.0,
+        metadata=option("a removed server's sessions may finish this long before they are cut", **_DURATION),
+    )
     haproxy_bin: str | None = field(
         default=None, metadata=option("HAProxy binary to validate with", default_text="haproxy on PATH")
     )

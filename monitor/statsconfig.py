@@ -6,7 +6,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 # Keywords that open a section; HAProxy recognises them by keyword, not by indentation.
-_SECTIONS = frozenset(
+SECTIONS = frozenset(
     {
         "global", "defaults", "frontend", "backend", "listen", "peers", "resolvers", "userlist", "mailers",
         "program", "http-errors", "ring", "cache", "log-forward", "crt-store", "traces",
@@ -156,7 +156,7 @@ def stats_endpoints(text: str) -> StatsEndpoints:
         w = words(line)
         if not w:
             continue
-        if w[0] in _SECTIONS:
+        if w[0] in SECTIONS:
             section = w[0]
             proxy = None
             if section in ("frontend", "listen"):

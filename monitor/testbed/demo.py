@@ -131,7 +131,10 @@ def _demo(workdir: Path, *, timeout: float) -> int:
         failures += 1
         say(f"    FAILED: after {timeout:.0f} s HAProxy still serves {_fmt(got)}; wanted {_fmt(want)}")
 
-    step("monitor started: list + watch nodes, render, validate, write atomically, reload")
+    step(
+        "monitor started: list + watch nodes, render, validate, write atomically, reload "
+        "(server changes later go over the admin socket)"
+    )
     t0 = time.monotonic()
     thread.start()
     expect(dict(addresses), "first config applied", t0)
@@ -161,11 +164,13 @@ def _demo(workdir: Path, *, timeout: float) -> int:
     thread.join(5)
     say(f"    monitor stopped in {time.monotonic() - t0:.2f} s")
     reloads = holder[0].metrics.reloads._value.get() if holder else 0
+    runtime = holder[0].metrics.runtime_applies._value.get() if holder else 0
     lab.stop()
     sim.stop()
     for api in apis:
         api.stop()
-    say(f"\n{'demo FAILED' if failures else 'demo passed'}: {int(reloads)} reloads, {failures} failed steps")
+    outcome = "demo FAILED" if failures else "demo passed"
+    say(f"\n{outcome}: {int(reloads)} reloads, {int(runtime)} runtime changes, {failures} failed steps")
     return 1 if failures else 0
 
 
