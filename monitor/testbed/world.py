@@ -155,6 +155,10 @@ class World:
     health_off: int = 11
     force_stop_after: float = 120.0
     settle: str = "1.5s"
+    script_interval: int = 1
+    script_fall: int = 2
+    script_rise: int = 2
+    advert_int: int = 1
     tag: str = field(default_factory=lambda: f"{os.getpid() % 100000}{uuid.uuid4().hex[:4]}")
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hworld-")))
     hosts: list[Host] = field(default_factory=list)
@@ -282,10 +286,10 @@ class World:
 }}
 vrrp_script chk_api {{
     script "{self.check_script(host)}"
-    interval 1
-    timeout 1
-    fall 2
-    rise 2
+    interval {self.script_interval}
+    timeout {self.script_interval}
+    fall {self.script_fall}
+    rise {self.script_rise}
     weight 50
 }}
 vrrp_instance API_VIP {{
@@ -293,7 +297,7 @@ vrrp_instance API_VIP {{
     interface eth0
     virtual_router_id 51
     priority {host.priority}
-    advert_int 1
+    advert_int {self.advert_int}
     virtual_ipaddress {{
         {VIP}/32 dev eth0
     }}
