@@ -49,8 +49,10 @@ API_PORT, LB_PORT, STAT_PORT, MONITOR_LISTEN = 6443, 9445, 29445, 9448
 MASTER = {"node-role.kubernetes.io/master": ""}
 # What keepalived's track script runs: ``probe`` is ``monitor probe`` on HAProxy's /haproxy_monitor (200 only
 # while HAProxy can reach an API server); ``pkill`` is the seeds' ``pkill -0 haproxy``, limited to the host's
-# own namespace (every namespace here shares one PID namespace, so a bare pkill would see the other hosts').
-Check = Literal["probe", "pkill"]
+# own namespace (every namespace here shares one PID namespace, so a bare pkill would see the other hosts');
+# ``rules`` is OpenShift's order: ``monitor probe`` on /haproxy_ready (HAProxy answers) and both steering rules
+# present (what its keepalived monitor checks), so the VIP follows the monitor's steering decision.
+Check = Literal["probe", "pkill", "rules"]
 CHECKS: tuple[Check, ...] = ("probe", "pkill")
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -271,6 +273,13 @@ class World:
         if self.check == "probe":
             url = f"http://127.0.0.1:{lab.monitor_port}/haproxy_monitor"
             body = f"PYTHONPATH={REPO} exec {sys.executable} -m monitor.probe --url {url} --timeout 0.8\n"
+        elif self.check == "rules":
+            url = f"http://127.0.0.1:{lab.ready_port}/haproxy_ready"
+            rule = "nft list chain ip ocp_nat {} 2>/dev/null | grep -q OCP_API_LB_REDIRECT"
+            body = (
+                f"PYTHONPATH={REPO} {sys.executable} -m monitor.probe --url {url} --timeout 0.8 >/dev/null"
+                f" && {rule.format('ocp_prerouting')} && {rule.format('ocp_output')}\n"
+            )
         else:
             body = "exec pkill -0 --ns $$ --nslist net haproxy\n"
         path = host.workdir / "check.sh"
