@@ -113,7 +113,7 @@ def run_fault(world: World, fault: str) -> Outcome:
                 t0,
                 lambda e: (
                     "VIP moved" in e
-                    or ("h0 steering pulled" in e and time.monotonic() - t0 > e["h0 steering pulled"] + 8)
+                    or ("h0 steering pulled" in e and time.monotonic() - t0 > e["h0 steering pulled"] + 15)
                 ),
                 limit=limit,
             )
