@@ -121,7 +121,7 @@ def test_with_haproxy_alive_but_no_backend_only_monitor_probe_moves_the_vip(worl
         world.unblock_backends(h0)
         whole_again(world)
     finally:
-        if h0.index in world._blocked:
+        if world.backends_blocked(h0):
             world.unblock_backends(h0)
         world.stop_client()
 
@@ -144,7 +144,7 @@ def test_one_api_server_down_keeps_the_vip_and_haproxy_routes_around_it(world: W
         world.api_up(h0)
         whole_again(world)
     finally:
-        if h0.sim is not None and h0.sim._serving is None:
+        if not world.api_running(h0):
             world.api_up(h0)
         world.stop_client()
     assert failed_between(world.requests(), marked + 0.5, marked + 60) == []

@@ -497,6 +497,15 @@ vrrp_instance API_VIP {{
         sh("ip", "netns", "exec", host.netns, "nft", "delete", "table", "inet", "hworld_fault")
         self._blocked.discard(host.index)
 
+    def backends_blocked(self, host: Host) -> bool:
+        return host.index in self._blocked
+
+    def api_running(self, host: Host) -> bool:
+        try:
+            return host.sim is not None and host.sim.port > 0
+        except RuntimeError:  # stopped: KubeSim has no port
+            return False
+
     def kill_monitor(self, host: Host) -> None:
         if host.monitor is not None:
             host.monitor.kill()
