@@ -148,3 +148,26 @@ def test_one_api_server_down_keeps_the_vip_and_haproxy_routes_around_it(world: W
             world.api_up(h0)
         world.stop_client()
     assert failed_between(world.requests(), marked + 0.5, marked + 60) == []
+
+
+def test_killing_the_monitor_leaves_its_rules_and_the_vip_in_place_and_clients_served(world: World) -> None:
+    h0 = world.hosts[0]
+    world.start_client(rate=20, duration=120)
+    try:
+        world.kill_monitor(h0)
+        killed = time.monotonic()
+        world.wait(
+            lambda: len([r for r in world.requests() if r.start > killed]) >= 60,
+            timeout=30,
+            what="60 requests after the kill",
+        )
+        seen = time.monotonic()
+        assert world.holders() == [0]
+        assert world.steering(h0) == 2  # SIGKILL: nobody removed the rules, HAProxy keeps serving
+        world.restart_monitor(h0)
+        whole_again(world)
+    finally:
+        if h0.monitor is None or h0.monitor.poll() is not None:
+            world.restart_monitor(h0)
+        world.stop_client()
+    assert failed_between(world.requests(), killed, seen) == []
