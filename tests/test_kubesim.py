@@ -157,6 +157,14 @@ def test_requests_without_valid_credentials_get_401(sim: KubeSim, tmp_path: Path
     assert sim.request_count("rejected") == 2
 
 
+def test_health_endpoints_answer_without_credentials_as_kube_apiserver_does(sim: KubeSim) -> None:
+    # HAProxy's `option httpchk GET /readyz` sends no client certificate; a real API server answers it.
+    pool = urllib3.PoolManager(ca_certs=str(sim.ca.cert))
+    for path in ("/readyz", "/healthz", "/livez"):
+        assert pool.request("GET", sim.url + path).status == 200
+    assert pool.request("GET", sim.url + "/api/v1/nodes").status == 401
+
+
 def test_expired_and_foreign_client_certificates_fail_the_tls_handshake(sim: KubeSim, tmp_path: Path) -> None:
     expired = sim.client_cert(user="old", expired=True)
     other_ca = pki.make_ca(tmp_path / "other", name="other-ca")

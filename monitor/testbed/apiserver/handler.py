@@ -18,6 +18,8 @@ from monitor.testbed.apiserver.server import TLSServer
 from monitor.testbed.apiserver.watch import Watch
 
 _DEFAULT_WATCH_TIMEOUT = 1800.0
+# What kube-apiserver answers without credentials.
+PUBLIC_PATHS = frozenset({"/readyz", "/healthz", "/livez", "/version"})
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -61,11 +63,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             shared.requests.add(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
             self._answer_fault(fault)
             return
-        if user is None:
+        # kube-apiserver lets anyone read its health endpoints (system:public-info-viewer): HAProxy's
+        # `option httpchk GET /readyz` carries no credentials.
+        if user is None and parts.path not in PUBLIC_PATHS:
             shared.requests.add(RequestRecord("", method, self.path, "rejected", time.monotonic()))
             self._send_json(401, status(401, "Unauthorized", "Unauthorized"))
             return
-        shared.requests.add(RequestRecord(user, method, self.path, kind, time.monotonic()))
+        shared.requests.add(RequestRecord(user or "", method, self.path, kind, time.monotonic()))
         self._serve(method, parts.path.rstrip("/") or "/", params)
 
     def _answer_fault(self, fault: str) -> None:
@@ -83,7 +87,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send_json(429, body, headers={"Retry-After": str(shared.faults.retry_after)})
 
     def _serve(self, method: str, path: str, params: Mapping[str, str]) -> None:
-        if path in ("/readyz", "/healthz", "/livez"):
+        if path in PUBLIC_PATHS - {"/version"}:
             self._send_text(200, "ok")
             return
         if path == "/version":
