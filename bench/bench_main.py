@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from monitor.discovery import backends_from_nodes, lbconfig
-from monitor.loop import backend_diff
 from monitor.model import Backend
 from monitor.render import Renderer
+from monitor.report import backend_diff
 from monitor.testbed.apiserver import KubeSim
 from monitor.testbed.haproxy import FakeApiServer, HaproxyLab, free_port
 
