@@ -132,7 +132,7 @@ def test_the_installed_monitor_runs_the_demo_to_its_end(venv, tmp_path, haproxy_
     # The demo stops by itself after its four steps (about 8 s); the timeout only guards a hang.
     demo = run(venv, "monitor", "demo", cwd=tmp_path, timeout=90)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert demo.stdout.rstrip().endswith("demo passed: 4 reloads, 0 failed steps")
+    assert demo.stdout.rstrip().endswith("demo passed: 1 reloads, 3 runtime changes, 0 failed steps")
 
 
 @pytest.fixture(scope="module")
