@@ -64,6 +64,8 @@ class Monitor:
             clock=clock,
             runtime=runtime,
             runtime_socket=settings.runtime_socket,
+            # --once renders for a HAProxy that may not run yet: identical bytes need no reload there.
+            verify_start=not settings.once,
         )
         self.queue = Inbox()
         self.pipeline.hurry = self.queue.stop_queued

@@ -62,6 +62,8 @@ class ApplyResult:
     state_error: str | None = (
         None  # the server state could not be saved before the reload (health starts over)
     )
+    # The run's first config was already the live file, but HAProxy may not run it: why it is reloaded anyway.
+    start_reload: str | None = None
 
     @property
     def runtime_applied(self) -> bool:
@@ -95,6 +97,7 @@ class Pipeline:
         clock: Callable[[], float],
         runtime: RuntimePort | None = None,
         runtime_socket: Path | None = None,
+        verify_start: bool = True,
     ) -> None:
         self.template = template
         self.runtime = runtime
@@ -106,6 +109,9 @@ class Pipeline:
         self.template_loaded = (
             True  # False while the template on disk cannot be parsed (the previous is used)
         )
+        # Until the first config of this run is known to be what HAProxy serves: an earlier run may have been
+        # killed between the rename and the reload, leaving HAProxy on an older file with identical bytes now.
+        self._start_checked = not verify_start
 
     def load_template(self) -> str | None:
         """Parse the template file again; the error, or None. On an error the previous parse stays in use."""
@@ -148,11 +154,19 @@ class Pipeline:
         applied_at = self._clock()
         reload = None
         state_error = None
+        start_reload = None
+        if not written and not self._start_checked:
+            start_reload = self._haproxy_behind(text)
+            if start_reload is not None:
+                self.reloader.request()
+                reload = self.deliver_reload()
+        self._start_checked = True
         if written and not (runtime is not None and runtime.applied):
             state_error = self._save_state(text)
             self.reloader.request()
             reload = self.deliver_reload()
         return ApplyResult(
+            start_reload=start_reload,
             text=text,
             written=written,
             applied_at=applied_at,
@@ -161,6 +175,18 @@ class Pipeline:
             runtime=runtime if written else None,
             state_error=state_error,
         )
+
+    def _haproxy_behind(self, text: str) -> str | None:
+        """Why HAProxy may not serve the live file ``text`` (then it is reloaded); None when it is seen to."""
+        found = admin_socket(text)
+        socket_path = self.runtime_socket or (Path(found) if found else None)
+        if self.runtime is None or socket_path is None:
+            return "the previous run may have stopped before its reload (no admin socket to check)"
+        try:
+            self.runtime.check_serving(socket_path=socket_path, text=text)
+        except RuntimeRefused as exc:
+            return f"{exc.reason}: {exc}"
+        return None
 
     def _save_state(self, text: str) -> str | None:
         """Before a reload: the servers' health for the new HAProxy (``server-state-file``); the error, if any."""

@@ -114,6 +114,9 @@ class RuntimePort(Protocol):
         self, *, socket_path: Path, new: str, path: Path
     ) -> None: ...  # raises OSError, RuntimeRefused
 
+    # Raises RuntimeRefused unless HAProxy runs exactly the backend servers of ``text`` (or cannot be asked).
+    def check_serving(self, *, socket_path: Path, text: str) -> None: ...
+
 
 class SteeringPort(Protocol):
     """API VIP traffic steered into HAProxy: rules installed (``ensure``) or absent (``remove``); never raises."""

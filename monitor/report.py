@@ -105,6 +105,15 @@ class Report:
             return
         assert result.applied_at is not None
         self.status.config_applied(config, at=result.applied_at, written=result.written, seen=seen)
+        if result.unchanged and result.start_reload is not None:
+            self.log["reload"].info(
+                "config unchanged, but HAProxy may not serve it: reloading",
+                cfg=self._cfg,
+                why=result.start_reload,
+            )
+            self.status.reload_pending = True
+            self.reload(result.reload)
+            return
         if result.unchanged:
             self.log["write"].info("config unchanged; no reload", cfg=self._cfg, reason=reason)
             return

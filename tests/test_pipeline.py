@@ -63,6 +63,27 @@ def test_identical_bytes_stop_before_the_write_and_send_no_reload(parts):
     assert server.received == [b"reload\n"]
 
 
+def test_a_new_run_on_an_identical_file_reloads_once_when_no_admin_socket_can_tell(parts, haproxy_bin):
+    # Without the admin socket nothing says whether the previous run reloaded after its last write.
+    pipeline, template, cfg, sock = parts
+    server = LineServer(sock)
+    pipeline.apply(CONFIG)
+    clock = Clock()
+    next_run = Pipeline(
+        template=Renderer(template),
+        writer=ConfigWriter(cfg=cfg, haproxy_bin=haproxy_bin),
+        reloader=Reloader(socket_path=sock, clock=clock),
+        clock=clock,
+    )
+    first, second = next_run.apply(CONFIG), next_run.apply(CONFIG)
+    server.close()
+    assert (
+        first.unchanged and first.start_reload is not None and first.reload is not None and first.reload.sent
+    )
+    assert second.unchanged and second.start_reload is None and second.reload is None
+    assert server.received == [b"reload\n", b"reload\n"]
+
+
 def test_a_config_haproxy_rejects_stops_at_the_validate_stage_with_the_text_it_would_have_written(parts):
     pipeline, template, cfg, _ = parts
     template.write_text(template.read_text() + "  this_is_not_a_keyword\n")

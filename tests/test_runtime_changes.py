@@ -311,3 +311,24 @@ def test_a_stop_queued_during_a_drain_cuts_it_short(world: World) -> None:
     assert result.runtime_applied and time.monotonic() - start < 10
     assert world.served() == {"m0": f"{m0.address}:{m0.port}"}
     world.lab.wait_until(lambda: closed(held), timeout=5)
+
+
+def test_a_run_that_starts_on_a_file_haproxy_does_not_serve_reloads_it(world: World):
+    # An earlier run was killed between its rename and its reload: the file names m1, HAProxy still serves m0.
+    # The new run renders exactly the file's bytes, so nothing is written; HAProxy must still be brought to it.
+    old, new = world.backend("m0", 0), world.backend("m1", 1)
+    started(world, old)
+    world.lab.write_config(world.lab.render((new,)))
+    result = world.apply(new)
+    assert result.unchanged
+    assert result.start_reload is not None and "does not run the live file's servers" in result.start_reload
+    assert result.reload is not None and result.reload.sent
+    world.wait_served(new)
+
+
+def test_a_run_that_starts_on_the_file_haproxy_serves_sends_no_reload(world: World):
+    served = world.backend("m0", 0)
+    masters = started(world, served)
+    result = world.apply(served)
+    assert result.unchanged and result.start_reload is None and result.reload is None
+    assert world.lab.masters() == masters

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from monitor.adapters.stats import StatsParseError, parse_show_stat
 from monitor.ports import RuntimeOutcome, RuntimeRefused
-from monitor.runtimeplan import AddServer, RemoveServer, RuntimePlan, ServerLine, SetAddress, carried_state
+from monitor.runtimeplan import (
+    AddServer,
+    RemoveServer,
+    RuntimePlan,
+    ServerLine,
+    SetAddress,
+    carried_state,
+    servers_of,
+)
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 DRAIN_POLL = 0.05  # how often a draining server's sessions are counted
@@ -61,6 +69,15 @@ class RuntimeApi:
         for backend, servers in plan.after.items():
             session.expect_servers(backend, servers, reason="read-back mismatch")
         return RuntimeOutcome(commands=session.commands, drains=tuple(drains))
+
+    def check_serving(self, *, socket_path: Path, text: str) -> None:
+        """Raises RuntimeRefused unless HAProxy's backends hold exactly the servers of the config ``text``."""
+        by_backend: dict[str, list[ServerLine]] = {}
+        for (backend, _), server in servers_of(text).items():
+            by_backend.setdefault(backend, []).append(server)
+        session = _Session(socket_path, timeout=self.timeout)
+        for backend, servers in by_backend.items():
+            session.expect_servers(backend, servers, reason="HAProxy does not run the live file's servers")
 
     def save_state(self, *, socket_path: Path, new: str, path: Path) -> None:
         """Write the servers' state for the HAProxy a reload starts from ``new`` (``load-server-state-from-file``).
