@@ -33,6 +33,30 @@ from monitor.testbed import pki
 MAX_SOCKET_PATH = 100
 
 
+def _settled_cmdline(pid: int, *, timeout: float = 5.0) -> bytes | None:
+    """``pid``'s command line, None once it is gone; waits out a HAProxy master that re-executes itself.
+
+    A HAProxy 2.6 master re-executes itself (into wait mode) right after forking its worker, and once more when a
+    newer one retires it: inside that execve the kernel shows an empty command line (measured: 54 ms on a loaded
+    box) while the name stays ``haproxy``, so a one-shot read would miss a master that is running all along.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if cmdline:
+                return cmdline
+            name, state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+            # Kernel threads (another name) and exited processes (state Z or X) have an empty command line too.
+            if not name.endswith("(haproxy") or state.split()[0] in ("Z", "X"):
+                return cmdline
+        except OSError:
+            return None
+        if time.monotonic() >= deadline:
+            return cmdline
+        time.sleep(0.001)
+
+
 class LabError(RuntimeError):
     """The lab could not be set up or a condition was not reached in time."""
 
@@ -325,11 +349,12 @@ class HaproxyLab:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if needle in cmdline.split(b"\0") and b"haproxy" in cmdline.split(b"\0", 1)[0]:
+            cmdline = _settled_cmdline(int(entry))
+            if (
+                cmdline is not None
+                and needle in cmdline.split(b"\0")
+                and b"haproxy" in cmdline.split(b"\0", 1)[0]
+            ):
                 found.append(int(entry))
         return sorted(found)
 
