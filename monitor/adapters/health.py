@@ -8,6 +8,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -62,11 +63,75 @@ def check_health(url: str, *, timeout: float) -> HealthSample:
     if parts.scheme not in ("http", "https") or not host:
         return sample(False, None, f"request to {url} failed: not an http:// or https:// URL")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn: http.client.HTTPConnection = (
-        http.client.HTTPSConnection(host, port, timeout=timeout)
-        if parts.scheme == "https"
-        else http.client.HTTPConnection(host, port, timeout=timeout)
-    )
+    if parts.scheme == "http":
+        # The usual case, every few seconds for ever: a plain exchange costs a fifth of http.client's CPU (no
+        # header parsing, no timer thread; the deadline is each read's timeout).
+        try:
+            status = _plain_status(host, port or 80, parts.netloc.rpartition("@")[2], target, start + timeout)
+        except Exception as exc:  # a health check reports every failure, it never raises
+            return sample(False, None, _describe(exc, url, timeout))
+    else:
+        status_or_sample = _tls_status(url, host, port, target, timeout, sample)
+        if isinstance(status_or_sample, HealthSample):
+            return status_or_sample
+        status = status_or_sample
+    elapsed_ms = (time.monotonic() - start) * 1000
+    if status == 200:
+        return sample(True, status, f"200 from {url} in {elapsed_ms:.0f} ms")
+    return sample(False, status, f"HTTP {status} from {url} (want 200)")
+
+
+_MAX_HEAD = 64 * 1024  # status line and headers; the body is never read
+
+
+def _plain_status(host: str, port: int, authority: str, target: str, deadline: float) -> int:
+    """The status code of one HTTP/1.1 GET, read before ``deadline`` (monotonic); raises on any failure."""
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    with socket.create_connection((host, port), timeout=remaining()) as sock:
+        request = (
+            f"GET {target} HTTP/1.1\r\nHost: {authority}\r\n"
+            "User-Agent: haproxy-monitor\r\nConnection: close\r\n\r\n"
+        )
+        sock.settimeout(remaining())
+        sock.sendall(request.encode("ascii", "strict"))
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD:
+            sock.settimeout(remaining())
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    line = head.split(b"\r\n", 1)[0]
+    version, _, rest = line.partition(b" ")
+    code = rest[:3]
+    if (
+        not version.startswith(b"HTTP/1.")
+        or len(code) != 3
+        or not code.isdigit()
+        or rest[3:4] not in (b"", b" ")
+    ):
+        raise http.client.HTTPException(f"invalid status line {line[:80]!r}")
+    if b"\r\n\r\n" not in head and len(head) >= _MAX_HEAD:
+        raise http.client.HTTPException("headers too long")
+    return int(code)
+
+
+def _tls_status(
+    url: str,
+    host: str,
+    port: int | None,
+    target: str,
+    timeout: float,
+    sample: Callable[[bool, int | None, str], HealthSample],
+) -> int | HealthSample:
+    """https: http.client with a timer that turns its per-read timeout into one deadline."""
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout)
     # http.client's timeout applies to each recv; a timer that shuts the socket down makes it a deadline.
     cut = threading.Event()
 
@@ -97,7 +162,4 @@ def check_health(url: str, *, timeout: float) -> HealthSample:
         if resp is not None:
             resp.close()  # the body is dropped unread
         conn.close()
-    elapsed_ms = (time.monotonic() - start) * 1000
-    if status == 200:
-        return sample(True, status, f"200 from {url} in {elapsed_ms:.0f} ms")
-    return sample(False, status, f"HTTP {status} from {url} (want 200)")
+    return status
