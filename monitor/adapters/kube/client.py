@@ -168,6 +168,12 @@ class Api:
                 raise Interrupted() from None
             raise Unreachable(describe(exc, server=server, timeout=self.request_timeout)) from None
         resp = wrapped.response
+        if self.reload_pending():
+            # The credentials changed while this request was connecting (a handshake not yet done has no socket
+            # for reload() to cut): a watch opened now would keep the old identity until it times out.
+            resp.close()
+            resp.release_conn()
+            raise Interrupted()
         if 200 <= resp.status < 300:
             return resp
         if resp.status in (429, 503):
