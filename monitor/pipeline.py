@@ -176,10 +176,14 @@ class Pipeline:
             state_error=state_error,
         )
 
+    def _admin_socket(self, text: str) -> Path | None:
+        """The admin socket to use: the one given, else the one the config ``text`` declares."""
+        found = admin_socket(text)
+        return self.runtime_socket or (Path(found) if found else None)
+
     def _haproxy_behind(self, text: str) -> str | None:
         """Why HAProxy may not serve the live file ``text`` (then it is reloaded); None when it is seen to."""
-        found = admin_socket(text)
-        socket_path = self.runtime_socket or (Path(found) if found else None)
+        socket_path = self._admin_socket(text)
         if self.runtime is None or socket_path is None:
             return "the previous run may have stopped before its reload (no admin socket to check)"
         try:
@@ -191,8 +195,7 @@ class Pipeline:
     def _save_state(self, text: str) -> str | None:
         """Before a reload: the servers' health for the new HAProxy (``server-state-file``); the error, if any."""
         path = state_file(text)
-        found = admin_socket(text)
-        socket_path = self.runtime_socket or (Path(found) if found else None)
+        socket_path = self._admin_socket(text)
         if self.runtime is None or path is None or socket_path is None:
             return None
         try:
@@ -222,8 +225,7 @@ class Pipeline:
         decision = plan(live_text, text)
         if isinstance(decision, NotRuntime):
             return RuntimeResult(applied=False, reason=decision.reason, detail=decision.detail)
-        found = admin_socket(text)
-        path = self.runtime_socket or (Path(found) if found else None)
+        path = self._admin_socket(text)
         if path is None:
             return RuntimeResult(
                 applied=False, reason="no admin socket", detail="no 'stats socket … level admin'"
