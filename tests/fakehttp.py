@@ -74,7 +74,7 @@ class FakeHTTP:
     def running(self) -> Iterator[FakeHTTP]:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.bind((self.host, 0))
+        self._sock.bind((self.host, self.port))
         self._sock.listen(16)
         self.port = self._sock.getsockname()[1]
         thread = threading.Thread(target=self._serve, daemon=True)

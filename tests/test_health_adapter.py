@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from monitor.adapters.health import check_health
 from tests.fakehttp import FakeHTTP, closed_port
@@ -70,3 +74,51 @@ def test_garbage_instead_of_http_is_unhealthy() -> None:
 def test_a_url_requests_cannot_use_is_unhealthy_not_an_exception() -> None:
     sample = check_health("nonsense://x", timeout=0.5)
     assert not sample.ok and "nonsense://x" in sample.reason
+
+
+# Run in a private mount namespace whose /etc/hosts names "apihost" as ::1 first, then 127.0.0.1.
+_MOVING_LISTENER = r"""
+import json, socket, subprocess, sys
+subprocess.run(["mount", "--bind", sys.argv[1], "/etc/hosts"], check=True)
+from monitor.adapters.health import check_health
+from tests.fakehttp import FakeHTTP
+lookups = 0
+resolve = socket.getaddrinfo
+def counted(*args, **kwargs):
+    global lookups
+    lookups += 1
+    return resolve(*args, **kwargs)
+socket.getaddrinfo = counted
+out = {}
+with FakeHTTP("200", host="127.0.0.1").running() as v4:
+    url = f"http://apihost:{v4.port}/haproxy_monitor"
+    out["on 127.0.0.1"] = [check_health(url, timeout=2).ok for _ in range(5)]
+    out["lookups"] = lookups
+with FakeHTTP("200", host="::1", port=v4.port).running():
+    out["moved to ::1"] = [check_health(url, timeout=2).ok for _ in range(3)]
+out["lookups after the move"] = lookups
+out["gone"] = check_health(url, timeout=2).reason
+print(json.dumps(out))
+"""
+
+
+def test_a_named_health_url_is_resolved_once_and_again_when_the_listener_moves(tmp_path: Path) -> None:
+    """Every cycle polls the URL: "localhost"-style names cost no lookup (nor a refused ::1 attempt) per
+    check, yet a listener that moves to the name's other address is found on the next check."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 apihost\n127.0.0.1 apihost\n")
+    done = subprocess.run(
+        ["unshare", "--mount", sys.executable, "-c", _MOVING_LISTENER, str(hosts)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["on 127.0.0.1"] == [True] * 5
+    assert out["lookups"] == 1
+    assert out["moved to ::1"] == [True] * 3
+    assert out["lookups after the move"] == 2
+    assert out["gone"].startswith("connection refused to http://apihost:")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from monitor.adapters.tcp import connect
+
 
 @dataclass(frozen=True)
 class HealthSample:
@@ -93,7 +95,7 @@ def _plain_status(host: str, port: int, authority: str, target: str, deadline: f
             raise TimeoutError
         return left
 
-    with socket.create_connection((host, port), timeout=remaining()) as sock:
+    with connect(host, port, remaining()) as sock:
         request = (
             f"GET {target} HTTP/1.1\r\nHost: {authority}\r\n"
             "User-Agent: haproxy-monitor\r\nConnection: close\r\n\r\n"

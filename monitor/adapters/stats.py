@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.adapters.config_writer import MAX_CONFIG_BYTES
+from monitor.adapters.tcp import connect
 from monitor.boundedread import read_bounded
 from monitor.logs import Log
 from monitor.model import ServerState
@@ -296,7 +297,7 @@ def read_stats_page(
     expected: int | None = None
     body_start = 0
     try:
-        with socket.create_connection((page.host, page.port), timeout=left()) as sock:
+        with connect(page.host, page.port, left()) as sock:
             sock.settimeout(left())
             sock.sendall(_page_request(page))
             while True:
