@@ -102,6 +102,29 @@ def test_garbage_raises_a_parse_error_that_says_what_is_wrong(garbage: str, mess
     assert message in str(info.value)
 
 
+def test_each_header_picks_its_own_columns_when_haproxy_changes_its_layout() -> None:
+    """The column layout is remembered per header (it is the same on every read): a HAProxy that answers
+    with another column order or width, as an upgrade may, is read by its own header, then and afterwards."""
+    first = "# pxname,svname,status,scur,stot,type,\nmasters,m0,UP,5,9,2,\n"
+    swapped = "# pxname,svname,scur,status,type,stot,\nmasters,m0,7,DOWN,2,11,\n"
+    wide = "# " + ",".join(f"x{i}" for i in range(3000)) + ",pxname,svname,status,scur,stot,type,\n"
+    wide += "," * 3000 + "masters,m0,MAINT,1,2,2,\n"
+    for _ in range(2):
+        for text, (status, sessions, total) in (
+            (first, ("UP", 5, 9)),
+            (swapped, ("DOWN", 7, 11)),
+            (wide, ("MAINT", 1, 2)),
+        ):
+            (row,) = parse_show_stat(text)
+            assert (row.server, row.status, row.current_sessions, row.total_sessions) == (
+                "m0",
+                status,
+                sessions,
+                total,
+            )
+            assert row.is_server
+
+
 def test_read_stats_names_the_socket_when_nothing_listens(tmp_path: Path) -> None:
     path = tmp_path / "missing.sock"
     with pytest.raises(StatsSocketError) as info:

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,6 +109,56 @@ def test_a_new_line_is_logged_only_when_the_source_changes(lab, tmp_path, caplog
     servers(source)
     servers(source)
     assert [f["source"].split()[0] for _, _, f in stats_lines(caplog)] == ["page", "socket"]
+
+
+@pytest.mark.haproxy
+def test_a_socket_that_failed_is_not_tried_every_cycle_while_the_page_answers(lab, tmp_path):
+    """Pod layout, every check interval: once the page has answered, the config's admin socket (out of reach)
+    is not connected to again, until the config changes; then it comes first again."""
+    dead = tmp_path / "dead.sock"
+    attempts = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(dead))
+        listener.listen(8)
+        listener.settimeout(0.1)
+        cfg = tmp_path / "haproxy.cfg"
+
+        def accept_all() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return  # the listener is closed: the test is over
+                attempts.append(time.monotonic())  # recorded before the close our reader waits for
+                conn.close()  # a socket that answers nothing: not HAProxy's
+
+        def read_and_count() -> int:
+            before = len(attempts)
+            assert "master-0" in servers(source)
+            return len(attempts) - before
+
+        cfg.write_text(lab.cfg_path.read_text().replace(str(lab.admin_socket), str(dead)))
+        source = StatsSource(cfg=cfg)
+        thread = threading.Thread(target=accept_all, daemon=True)
+        thread.start()
+        first = wait_for_attempts(attempts, read_and_count, 1)
+        later = [read_and_count() for _ in range(5)]
+        cfg.write_text(cfg.read_text() + "\n")
+        rewritten = wait_for_attempts(attempts, read_and_count, 1)
+    thread.join(timeout=5)
+    assert (first, sum(later), rewritten) == (1, 0, 1)
+
+
+def wait_for_attempts(attempts: list[float], read: Callable[[], int], want: int) -> int:
+    """One read, then the accept thread given until 5 s to have recorded ``want`` attempts (it runs apart)."""
+    before = len(attempts)
+    read()
+    deadline = time.monotonic() + 5
+    while len(attempts) - before < want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(attempts) - before
 
 
 @pytest.mark.haproxy

@@ -112,6 +112,54 @@ def _int(raw: str, name: str, *, line: int) -> int | None:
 _KINDS = {kind.value: kind for kind in StatKind}
 
 
+_WANTED = (
+    "pxname",
+    "svname",
+    "status",
+    "check_status",
+    "scur",
+    "stot",
+    "weight",
+    "addr",
+    "lastchg",
+    "chkfail",
+    "type",
+)
+
+
+_Layout = tuple[int, Callable[[list[str]], tuple[str, ...]]]
+_layouts: dict[str, _Layout] = {}
+_LAYOUTS_MAX, _LAYOUT_HEADER_MAX = (
+    8,
+    16 * 1024,
+)  # HAProxy's header is about 1.5 KiB; anything else is not kept
+
+
+def _header_layout(header: str) -> _Layout:
+    """The header's column count and one C call that picks the wanted fields of a row, in ``_WANTED`` order.
+
+    Remembered: HAProxy sends the same header on every read, every check interval. A column the header lacks
+    is picked from the empty padding cell at index ``width``; when a name repeats, the first occurrence wins.
+    """
+    known = _layouts.get(header)
+    if known is not None:
+        return known
+    columns = [c.strip() for c in header[2:].split(",")]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise StatsParseError(f"show stat: header lacks column(s) {', '.join(missing)}: {header[:80]!r}")
+    index: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        index.setdefault(name, i)
+    width = len(columns)
+    layout = width, operator.itemgetter(*(index.get(name, width) for name in _WANTED))
+    if len(header) <= _LAYOUT_HEADER_MAX:
+        if len(_layouts) >= _LAYOUTS_MAX:
+            _layouts.clear()
+        _layouts[header] = layout
+    return layout
+
+
 def parse_show_stat(text: str) -> list[ServerStat]:
     """Parse the CSV answer of ``show stat`` (first line ``# pxname,svname,...``).
 
@@ -124,35 +172,13 @@ def parse_show_stat(text: str) -> list[ServerStat]:
     header = lines[0]
     if not header.startswith("# "):
         raise StatsParseError(f"show stat: expected a '# pxname,svname,...' header, got {header[:80]!r}")
-    columns = [c.strip() for c in header[2:].split(",")]
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise StatsParseError(f"show stat: header lacks column(s) {', '.join(missing)}: {header[:80]!r}")
-    # zip() semantics: the first occurrence of a name wins, and a short row leaves its last columns empty.
-    index: dict[str, int] = {}
-    for i, name in enumerate(columns):
-        index.setdefault(name, i)
-    wanted = (
-        "pxname",
-        "svname",
-        "status",
-        "check_status",
-        "scur",
-        "stot",
-        "weight",
-        "addr",
-        "lastchg",
-        "chkfail",
-    )
-    # One C call per row picks every field; a column the header lacks reads as the empty padding cell.
-    width = len(columns)
-    pick = operator.itemgetter(*(index.get(name, width) for name in (*wanted, "type")))
+    width, pick = _header_layout(header)
     padding = [""] * (width + 1)
     out = []
     for number, fields in enumerate(csv.reader(lines[1:]), start=2):
-        if len(fields) < len(REQUIRED_COLUMNS) or len(fields) > len(columns) + 1:
+        if len(fields) < len(REQUIRED_COLUMNS) or len(fields) > width + 1:
             raise StatsParseError(
-                f"show stat line {number}: {len(fields)} fields for {len(columns)} columns: "
+                f"show stat line {number}: {len(fields)} fields for {width} columns: "
                 f"{','.join(fields)[:80]!r}"
             )
         if len(fields) <= width:
@@ -388,6 +414,7 @@ class StatsSource:
         self._lock = threading.Lock()
         self._parsed_key: tuple[int, int, int] | None = None
         self._discovered: list[_Candidate] = []
+        self._answered: str | None = None  # the discovered source that answered last: tried first next time
         self._reported: str | None = None
         self._worked = False
         self._log = Log("stats")
@@ -433,7 +460,12 @@ class StatsSource:
                     self._page(p, origin=origin) for p in found.pages
                 ]
                 self._parsed_key = key
+                self._answered = None  # a new config: its own order again (the socket first)
             discovered = list(self._discovered)
+            if self._answered is not None:
+                # In the pod layout the config's admin socket is out of reach: not tried again every cycle
+                # while the page answers (until the page fails or the config changes).
+                discovered.sort(key=lambda c: c.description != self._answered)
         if not discovered:
             raise StatsUnavailable(
                 f"{self.cfg} has no 'stats socket' in global and no stats page "
@@ -463,6 +495,7 @@ class StatsSource:
                 failed.append(str(exc))
                 permanent = permanent or getattr(exc, "permanent", False)
                 continue
+            self._answered = candidate.description
             self._report(candidate, "; ".join(failed))
             return rows
         reason = "; ".join(failed)
