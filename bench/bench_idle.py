@@ -34,6 +34,7 @@ Run: .venv/bin/python bench/bench_idle.py [--seconds 60] [--layout pod|socket] [
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.settings import parse_duration
+from monitor.statsconfig import stats_endpoints
 from monitor.testbed.host import (
     HostError,
     MonitorHost,
@@ -79,6 +81,34 @@ while True:
     time.sleep(max(0.0, start + n * period - time.monotonic()))
 """
 
+# The floor: a bare interpreter (stdlib sockets, no monitor code, no threads) that does only what every cycle
+# must do, the health GET and the stats page GET, each on a fresh connection, every check interval.
+FLOOR = r"""
+import socket, sys, time
+interval = float(sys.argv[1])
+exchanges = [(h, int(p), r.encode()) for h, p, r in zip(*[iter(sys.argv[2:])] * 3)]
+while True:
+    for host, port, request in exchanges:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(request)
+            while sock.recv(65536):
+                pass
+    time.sleep(interval)
+"""
+
+
+def floor_process(host: MonitorHost, interval: float) -> subprocess.Popen[bytes]:
+    """The FLOOR script against the same HAProxy endpoints as the monitor (the stats page with its credentials)."""
+    (page,) = stats_endpoints(host.lab.cfg_path.read_text()).pages
+    token = base64.b64encode(f"{page.user}:{page.password}".encode()).decode()
+    health = "GET /haproxy_monitor HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    stats = (
+        f"GET {page.csv_target} HTTP/1.0\r\nHost: {page.host}\r\n"
+        f"Authorization: Basic {token}\r\nConnection: close\r\n\r\n"
+    )
+    argv = [sys.executable, "-I", "-c", FLOOR, str(interval), "127.0.0.1", str(host.lab.monitor_port), health]
+    return subprocess.Popen([*argv, page.host, str(page.port), stats])
+
 
 def measure(pid: int, seconds: float) -> dict[str, Any]:
     cpu0, threads0 = cpu_sample(pid), thread_counters(pid)
@@ -112,6 +142,15 @@ def inner(args: argparse.Namespace) -> int:
         time.sleep(parse_duration(args.check_interval) + 2.0)
         results: dict[str, Any] = {}
         for window in [w for w in args.windows.split(",") if w]:
+            if window == "floor":
+                floor = floor_process(host, parse_duration(args.check_interval))
+                time.sleep(parse_duration(args.check_interval) + 1.0)  # its start-up is not idle time
+                try:
+                    results[window] = measure(floor.pid, args.seconds)
+                finally:
+                    floor.kill()
+                    floor.wait()
+                continue
             if window == "neighbour":
                 neighbour = subprocess.Popen(
                     [sys.executable, "-c", NEIGHBOUR, str(args.neighbour_hz), args.neighbour_mode,
@@ -128,6 +167,7 @@ def inner(args: argparse.Namespace) -> int:
         what = {
             "quiet": "idle, nothing else touching its directories",
             "neighbour": f"idle, neighbour {args.neighbour_mode} at {args.neighbour_hz:g} Hz",
+            "floor": "floor: bare python, only the health and stats GETs",
         }
         source = "stats page, admin socket hidden" if args.layout == "pod" else "admin socket"
         print(
@@ -169,7 +209,7 @@ def inner(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each idle window")
-    ap.add_argument("--windows", default="quiet,neighbour", help="windows to measure, in order")
+    ap.add_argument("--windows", default="quiet,neighbour", help="in order: quiet, neighbour, floor")
     ap.add_argument("--neighbour-hz", type=float, default=20.0)
     ap.add_argument("--neighbour-mode", choices=("inplace", "rename"), default="inplace")
     ap.add_argument("--check-interval", default="6s")
