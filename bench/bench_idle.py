@@ -27,8 +27,12 @@ a timeout: the file watcher in poll(), the status server in select(), the watche
   (5-10 min), a relist every 50 check intervals (the safety net behind the watch); on the fallback server,
   a probe of the primary every interval.
 
+The "floor" window measures, beside the running monitor, a bare interpreter that does only the two exchanges
+every cycle needs (the health GET and the stats page GET, fresh connections, no parsing, no threads): what
+any Python sidecar polling at this interval pays. The monitor's poll thread is compared with it.
+
 Run: .venv/bin/python bench/bench_idle.py [--seconds 60] [--layout pod|socket] [--neighbour-hz 20]
-     [--neighbour-mode inplace|rename]
+     [--neighbour-mode inplace|rename] [--windows quiet,neighbour,floor]
 """
 
 from __future__ import annotations
