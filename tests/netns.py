@@ -13,6 +13,7 @@ Every name carries the pid and a random suffix so parallel test runs never colli
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 # A banner server: accepts on every given port (dual-stack) and writes its banner to each client.
 _SERVER = r"""
@@ -51,6 +54,21 @@ try:
 except OSError as exc:
     print(f"error: {exc}")
 """
+
+
+def python_unshared(flags: Sequence[str], script: str, *args: str, timeout: float = 60.0) -> Any:
+    """Run ``python -c script args`` under ``unshare flags`` (private namespaces, as root) from the checkout, and
+    return the JSON its last line prints; fails the test with the script's stderr when it exits non-zero."""
+    done = subprocess.run(
+        ["unshare", *flags, sys.executable, "-c", script, *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def available() -> str | None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from monitor.adapters.health import check_health
 from tests.fakehttp import FakeHTTP, closed_port
+from tests.netns import python_unshared
 
 
 def test_a_200_is_healthy_and_reports_status_and_latency() -> None:
@@ -107,16 +105,7 @@ def test_a_named_health_url_is_resolved_once_and_again_when_the_listener_moves(t
     check, yet a listener that moves to the name's other address is found on the next check."""
     hosts = tmp_path / "hosts"
     hosts.write_text("::1 apihost\n127.0.0.1 apihost\n")
-    done = subprocess.run(
-        ["unshare", "--mount", sys.executable, "-c", _MOVING_LISTENER, str(hosts)],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.splitlines()[-1])
+    out = python_unshared(["--mount"], _MOVING_LISTENER, str(hosts))
     assert out["on 127.0.0.1"] == [True] * 5
     assert out["lookups"] == 1
     assert out["moved to ::1"] == [True] * 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from monitor.steering.listing import parse_listing
 from monitor.steering.plan import plan
 from monitor.steering.rules import SteeringSpec
 from tests.keepalived_check import reference_check_passes
-from tests.netns import Topology, available, run
+from tests.netns import Topology, available, python_unshared, run
 
 pytestmark = [
     pytest.mark.netns,
@@ -554,16 +553,7 @@ def test_once_settled_a_cycle_runs_no_nft_until_the_kernel_reports_a_change_to_o
         "import json, sys; from pathlib import Path; from tests.test_steering_nft import _quiet_cycles; "
         "print(json.dumps(_quiet_cycles(Path(sys.argv[1]))))"
     )
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-c", script, str(tmp_path)],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    steps = json.loads(done.stdout.splitlines()[-1])
+    steps = python_unshared(["-n"], script, str(tmp_path))
     listing, apply = "-j list table ip ocp_nat", "-f -"
     assert steps["first ensure"]["nft"] == ["-j list tables", apply]
     # Our own transaction is a change too: it is looked at once.

@@ -129,10 +129,8 @@ _WANTED = (
 
 _Layout = tuple[int, Callable[[list[str]], tuple[str, ...]]]
 _layouts: dict[str, _Layout] = {}
-_LAYOUTS_MAX, _LAYOUT_HEADER_MAX = (
-    8,
-    16 * 1024,
-)  # HAProxy's header is about 1.5 KiB; anything else is not kept
+_LAYOUTS_MAX = 8
+_LAYOUT_HEADER_MAX = 16 * 1024  # HAProxy's header is about 1.5 KiB; a longer one is parsed, not kept
 
 
 def _header_layout(header: str) -> _Layout:
