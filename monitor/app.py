@@ -13,7 +13,7 @@ from monitor.adapters.reloader import Reloader
 from monitor.adapters.runtime_api import RuntimeApi
 from monitor.adapters.sdnotify import SystemdNotifier
 from monitor.adapters.stats import SCRAPE_TIMEOUT, StatsSource
-from monitor.events import Event, HealthObserved, StatsObserved, TemplateChanged
+from monitor.events import HealthObserved, StatsObserved, TemplateChanged
 from monitor.logs import Log, UnexpectedLog
 from monitor.loop import Monitor
 from monitor.metrics import Metrics
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 def _poll_haproxy(
     settings: Settings,
-    post: Callable[[Event], None],
+    post_all: Callable[[HealthObserved, StatsObserved], None],
     stop: threading.Event,
     stats: StatsSource,
     unexpected: UnexpectedLog,
@@ -62,10 +62,9 @@ def _poll_haproxy(
             observed = StatsObserved(error=f"stats read raised {type(exc).__name__}: {exc}")
         else:
             observed = StatsObserved(servers=tuple(servers))
-        # Posted together once both are read: the loop wakes once a cycle, and not while this thread still
-        # holds the interpreter for the stats read (idle CPU).
-        post(health)
-        post(observed)
+        # Posted together once both are read, in one call: the loop wakes once a cycle, and not while this
+        # thread still holds the interpreter for the stats read (idle CPU).
+        post_all(health, observed)
         stop.wait(settings.check_interval)
 
 
@@ -248,7 +247,7 @@ class _Job:
             threads.append(
                 threading.Thread(
                     target=_poll_haproxy,
-                    args=(settings, monitor.post, self.stop, stats, poller),
+                    args=(settings, monitor.post_all, self.stop, stats, poller),
                     name="poll",
                     daemon=True,
                 )

@@ -28,6 +28,14 @@ class Inbox(queue.Queue[Event]):
         with self.mutex:
             return any(isinstance(e, Stop) for e in self.queue)
 
+    def put_all(self, events: Sequence[Event]) -> None:
+        """Queue several events at once: the loop is woken once for all of them, not once for each."""
+        with self.not_empty:
+            for event in events:
+                self._put(event)
+            self.unfinished_tasks += len(events)
+            self.not_empty.notify()
+
     def drain(self, *, wait: float) -> list[Event]:
         """The next event (waited for up to ``wait`` seconds) with all else queued already, coalesced."""
         try:

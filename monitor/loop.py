@@ -29,6 +29,10 @@ from monitor.status import Stage, Status
 # A failed write (read-only or full file system, no descriptor left) is tried again after 0.5 s, doubling up
 # to 30 s, until it lands: the change is never dropped to wait for some unrelated event.
 WRITE_RETRY_FIRST, WRITE_RETRY_CAP = 0.5, 30.0
+# With nothing due, the loop waits for events: the poller posts one pair every check interval, so this is no
+# rhythm but a guard that keeps /healthz's loop-liveness stamp fresh should nothing be posted (its limit is
+# max(3 intervals, 10 s); this bound stays under it).
+IDLE_WAIT_INTERVALS, IDLE_WAIT_MIN = 2.0, 5.0
 # After a tick that raised, the loop waits at least this long: a deadline the failure left in the past must
 # not turn the loop into a spin.
 PAUSE_AFTER_ERROR = 0.5
@@ -86,11 +90,18 @@ class Monitor:
         self._desired: LBConfig | None = None
         self._desired_seen: float | None = None
         self.backends = BackendSet(settings, networks)
+        # --once has no poller: it looks at its own deadline (``until``) every check interval.
+        interval = settings.check_interval
+        self.idle_wait = interval if settings.once else max(IDLE_WAIT_INTERVALS * interval, IDLE_WAIT_MIN)
 
     # -- public -------------------------------------------------------------------------------------------------
     def post(self, event: Event) -> None:
         """Thread-safe: watcher, file watcher, health poller and signal handlers only enqueue."""
         self.queue.put(event)
+
+    def post_all(self, *events: Event) -> None:
+        """Thread-safe, as :meth:`post`; the loop wakes once for all of them (the poller's pair, every cycle)."""
+        self.queue.put_all(events)
 
     def run(self, *, until: Callable[[], bool] | None = None) -> int:
         """Block until a Stop event (or ``until()`` is true); returns the exit code. Each event and tick is guarded
@@ -174,7 +185,7 @@ class Monitor:
         """The next events, waited for until the nearest deadline (a settle, a reload retry, a write retry)."""
         pending = (self.settle.deadline(), self.reloader.deadline(), self.write_retry.due)
         deadlines = [d for d in pending if d is not None]
-        wait = self.settings.check_interval
+        wait = self.idle_wait
         if self.heartbeat_every is not None:
             wait = min(wait, self.heartbeat_every)
         if deadlines:

@@ -26,7 +26,7 @@ from monitor.adapters.nftables import NftSteering
 from monitor.adapters.reloader import Reloader
 from monitor.adapters.stats import StatsSource
 from monitor.app import _guarded, _poll_haproxy
-from monitor.events import Event, HealthObserved, Objects, Stop
+from monitor.events import Event, HealthObserved, Objects, StatsObserved, Stop
 from monitor.logs import Log, UnexpectedLog
 from monitor.loop import Monitor
 from monitor.model import LBConfig
@@ -216,9 +216,15 @@ def poll(tmp_path: Path, url: str, stats: StatsSource) -> list[Event]:
         health_url=url,
     )
     events: list[Event] = []
+    posts: list[tuple[Event, ...]] = []
     stop = threading.Event()
+
+    def post_all(*posted: Event) -> None:
+        posts.append(posted)
+        events.extend(posted)
+
     thread = threading.Thread(
-        target=_poll_haproxy, args=(settings, events.append, stop, stats, UnexpectedLog(Log("health")))
+        target=_poll_haproxy, args=(settings, post_all, stop, stats, UnexpectedLog(Log("health")))
     )
     thread.start()
     try:
@@ -230,6 +236,8 @@ def poll(tmp_path: Path, url: str, stats: StatsSource) -> list[Event]:
     finally:
         stop.set()
         thread.join(5)
+    # Each cycle's health sample and stats read arrive in one post: the loop wakes once per cycle.
+    assert {tuple(type(e) for e in p) for p in posts} == {(HealthObserved, StatsObserved)}, posts
     return events
 
 
