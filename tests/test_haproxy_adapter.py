@@ -14,6 +14,7 @@ from monitor.adapters.stats import (
     StatKind,
     StatsParseError,
     StatsSocketError,
+    parse_server_states,
     parse_show_stat,
     read_stats,
 )
@@ -85,21 +86,58 @@ def test_the_check_in_progress_marker_is_not_part_of_the_check_status() -> None:
     assert server.check_in_progress
 
 
+GARBAGE = [
+    ("", "empty answer"),
+    ("Unknown command. Please enter one of the following commands only :\n  help\n", "header"),
+    ("# pxname,svname,qcur\nmain,FRONTEND,0\n", "lacks column(s) status, scur, stot, type"),
+    ("# pxname,svname,status,scur,stot,type,\nmasters,m0,UP,zero,0,2,\n", "line 2: column 'scur' is 'zero'"),
+    ("# pxname,svname,status,scur,stot,type,\nmain,FRONTEND,OPEN,0,0,7,\n", "line 2: unknown type 7"),
+    ("# pxname,svname,status,scur,stot,type,\nmain,FRONTEND,OPEN,0,0,,\n", "line 2: unknown type None"),
+    ("# pxname,svname,status,scur,stot,type,\nmain,FRONTEND\n", "line 2: 2 fields"),
+]
+
+
 @pytest.mark.parametrize(
     ("garbage", "message"),
     [
-        ("", "empty answer"),
-        ("Unknown command. Please enter one of the following commands only :\n  help\n", "header"),
-        ("# pxname,svname,qcur\nmain,FRONTEND,0\n", "lacks column(s) status, scur, stot, type"),
+        *GARBAGE,
         ("# pxname,svname,status,scur,stot,type,\nmain,FRONTEND,OPEN,zero,0,0,\n", "'scur' is 'zero'"),
-        ("# pxname,svname,status,scur,stot,type,\nmain,FRONTEND,OPEN,0,0,7,\n", "unknown type 7"),
-        ("# pxname,svname,status,scur,stot,type,\nmain,FRONTEND\n", "line 2: 2 fields"),
     ],
 )
 def test_garbage_raises_a_parse_error_that_says_what_is_wrong(garbage: str, message: str) -> None:
     with pytest.raises(StatsParseError) as info:
         parse_show_stat(garbage)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("garbage", "message"), GARBAGE)
+def test_the_server_state_parse_refuses_the_same_garbage_with_the_same_message(
+    garbage: str, message: str
+) -> None:
+    """The poll's and /metrics' parse reads fewer columns, but takes nothing the full parse refuses in them."""
+    with pytest.raises(StatsParseError) as info:
+        parse_server_states(garbage)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SHOW_STAT_2_6,
+        SHOW_STAT_2_6.replace(",UP,1,1,0,0,0,0,0,,1,6,1,", ",DOWN,1,1,0,3,1,9,9,,1,6,1,", 1),
+        SHOW_STAT_2_6.replace(",L7OK,", ",* L7OK,", 1).replace(
+            ",0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,", ",0,0,4,0,,0,0,0,,0,,0,0,0,0,UP,"
+        ),
+        "# pxname,svname,scur,status,type,check_status,stot,\n"
+        "masters,m0,7,DOWN,2,L4CON,1,\nmasters,BACKEND,7,DOWN,1,,1,\n",
+        "# pxname,svname,status,scur,stot,type,\nmasters,m0,no check,3,9, 2,\nmasters,m1,MAINT,,,02,\n",
+    ],
+)
+def test_the_server_states_are_the_server_rows_of_the_full_parse(text: str) -> None:
+    """What the loop and /metrics follow every check interval is exactly what the full rows say of each server."""
+    full = [row.state() for row in parse_show_stat(text) if row.is_server]
+    assert full, "each text has at least one server row"
+    assert parse_server_states(text) == full
 
 
 def test_each_header_picks_its_own_columns_when_haproxy_changes_its_layout() -> None:

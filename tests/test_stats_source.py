@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import socket
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.adapters.health import check_health
 from monitor.adapters.httpserver import StatusServer
 from monitor.adapters.stats import (
     SCRAPE_TIMEOUT,
@@ -20,6 +22,7 @@ from monitor.adapters.stats import (
     StatsSocketError,
     StatsSource,
     StatsUnavailable,
+    fetch_stats,
     read_stats,
     read_stats_page,
 )
@@ -289,3 +292,50 @@ def test_a_scrape_answers_within_the_read_deadline_when_haproxy_misbehaves(tmp_p
             server.stop()
     assert "haproxy_monitor_stats_up 0.0" in body
     assert took < SCRAPE_TIMEOUT + 0.5, f"the scrape took {took:.2f}s"
+
+
+def connections_accepted(lab: HaproxyLab, proxy: str) -> int:
+    """HAProxy's own count of the connections a proxy has accepted (``conn_tot`` of its FRONTEND row)."""
+    rows = list(csv.DictReader(fetch_stats(lab.admin_socket).removeprefix("# ").splitlines()))
+    (row,) = [r for r in rows if r["pxname"] == proxy and r["svname"] == "FRONTEND"]
+    return int(row["conn_tot"])
+
+
+@pytest.mark.haproxy
+def test_every_cycle_reuses_one_connection_and_a_reload_fails_no_read(tmp_path, haproxy_bin):
+    """The health check and the stats read ride kept connections: HAProxy counts one connection for ten
+    cycles. A reload retires the worker that holds them; every read after it still succeeds, and shows
+    the new configuration's servers."""
+    with (
+        HaproxyLab(workdir=tmp_path / "lab", template=TEMPLATE, haproxy=haproxy_bin) as lab,
+        FakeApiServer(cert_dir=tmp_path / "pki", address="127.0.0.2") as first,
+        FakeApiServer(cert_dir=tmp_path / "pki", address="127.0.0.3") as second,
+    ):
+        lab.write_config(lab.render([first.backend("master-0")]))
+        lab.start_handler()
+        lab.wait_until(lambda: "master-0" in lab.servers(), timeout=15)
+        page = page_from_url(page_url(lab))
+        health_url = f"http://127.0.0.1:{lab.monitor_port}/haproxy_monitor"
+
+        answered: list[int | None] = []
+
+        def cycle() -> set[str]:
+            answered.append(check_health(health_url, timeout=2).status)  # 200 or 503: an answer either way
+            return {
+                r.server for r in read_stats_page(page, timeout=2) if r.is_server
+            }  # raises on a failed read
+
+        before = {p: connections_accepted(lab, p) for p in ("stats", "health_check_monitor")}
+        assert [cycle() for _ in range(10)] == [{"master-0"}] * 10
+        after = {p: connections_accepted(lab, p) for p in ("stats", "health_check_monitor")}
+        assert {p: after[p] - before[p] for p in after} == {"stats": 1, "health_check_monitor": 1}
+
+        lab.write_config(lab.render([first.backend("master-0"), second.backend("master-1")]))
+        lab.reload()
+        seen = [cycle()]
+        deadline = time.monotonic() + 15
+        while seen[-1] != {"master-0", "master-1"}:
+            assert time.monotonic() < deadline, f"the reloaded config's servers never showed: {seen[-3:]}"
+            seen.append(cycle())
+        assert {frozenset(s) for s in seen} <= {frozenset({"master-0"}), frozenset({"master-0", "master-1"})}
+        assert None not in answered, "a health check got no HTTP answer"

@@ -5,17 +5,19 @@ from __future__ import annotations
 import base64
 import csv
 import enum
+import functools
 import operator
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from monitor.adapters import localhttp
 from monitor.adapters.config_writer import MAX_CONFIG_BYTES
-from monitor.adapters.tcp import connect
 from monitor.boundedread import read_bounded
 from monitor.logs import Log
 from monitor.model import ServerState
@@ -158,11 +160,26 @@ def _header_layout(header: str) -> _Layout:
     return layout
 
 
-def parse_show_stat(text: str) -> list[ServerStat]:
-    """Parse the CSV answer of ``show stat`` (first line ``# pxname,svname,...``).
+_Row = TypeVar("_Row", ServerStat, ServerState)
 
-    Raises StatsParseError naming the line and column on anything else. Runs every check interval and on
-    every scrape: fields are taken by their column's index, not through a dict per row.
+_KIND_TEXT = {str(kind.value): kind for kind in StatKind}
+
+
+def _kind(text: str, *, line: int) -> StatKind:
+    kind = _KIND_TEXT.get(text)
+    if kind is None:  # " 2", "02": what int() takes is taken, as HAProxy's own parsers would
+        code = _int(text, "type", line=line)
+        kind = _KINDS.get(code) if code is not None else None
+        if kind is None:
+            raise StatsParseError(f"show stat line {line}: unknown type {code!r}")
+    return kind
+
+
+def _rows(text: str) -> Iterator[tuple[int, StatKind, tuple[str, ...]]]:
+    """Each row of a ``show stat`` CSV answer: (line number, type, the ``_WANTED`` fields in order).
+
+    Raises StatsParseError naming the line and column on anything that is not HAProxy's CSV (first line
+    ``# pxname,svname,...``, every row as wide as the header, a known type in every row).
     """
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -172,7 +189,6 @@ def parse_show_stat(text: str) -> list[ServerStat]:
         raise StatsParseError(f"show stat: expected a '# pxname,svname,...' header, got {header[:80]!r}")
     width, pick = _header_layout(header)
     padding = [""] * (width + 1)
-    out = []
     for number, fields in enumerate(csv.reader(lines[1:]), start=2):
         if len(fields) < len(REQUIRED_COLUMNS) or len(fields) > width + 1:
             raise StatsParseError(
@@ -181,11 +197,19 @@ def parse_show_stat(text: str) -> list[ServerStat]:
             )
         if len(fields) <= width:
             fields += padding[len(fields) :]
-        pxname, svname, status, check, scur, stot, weight, addr, lastchg, chkfail, kind_text = pick(fields)
-        kind_code = _int(kind_text, "type", line=number)
-        kind = _KINDS.get(kind_code) if kind_code is not None else None
-        if kind is None:
-            raise StatsParseError(f"show stat line {number}: unknown type {kind_code!r}")
+        picked = pick(fields)
+        yield number, _kind(picked[-1], line=number), picked
+
+
+def parse_show_stat(text: str) -> list[ServerStat]:
+    """Parse the CSV answer of ``show stat`` (first line ``# pxname,svname,...``): every row, every column we use.
+
+    Raises StatsParseError naming the line and column on anything else. Fields are taken by their column's
+    index, not through a dict per row.
+    """
+    out = []
+    for number, kind, fields in _rows(text):
+        pxname, svname, status, check, scur, stot, weight, addr, lastchg, chkfail, _ = fields
         out.append(
             ServerStat(
                 proxy=pxname,
@@ -205,6 +229,22 @@ def parse_show_stat(text: str) -> list[ServerStat]:
     return out
 
 
+def parse_server_states(text: str) -> list[ServerState]:
+    """The server rows of a ``show stat`` answer, as the loop and /metrics follow them (no aggregates).
+
+    What every check interval and every scrape parses: the answer is checked as :func:`parse_show_stat` checks
+    it (header, width and type of every row, the session count of every server), but only the five columns
+    a ServerState holds are read, and only server rows become objects.
+    """
+    out = []
+    for number, kind, fields in _rows(text):
+        if kind is StatKind.SERVER:
+            check = fields[3]
+            sessions = _int(fields[4], "scur", line=number) or 0
+            out.append(ServerState(fields[0], fields[1], fields[2], check.removeprefix("* "), sessions))
+    return out
+
+
 def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:g} MiB"
 
@@ -217,6 +257,12 @@ def read_stats(
     Raises StatsSocketError when the socket cannot be used (also when the answer is slower than ``timeout`` or
     larger than ``max_bytes``), StatsParseError on an unexpected answer.
     """
+    return parse_show_stat(fetch_stats(socket_path, timeout=timeout, max_bytes=max_bytes))
+
+
+def fetch_stats(socket_path: Path, *, timeout: float = 2.0, max_bytes: int = MAX_STATS_BYTES) -> str:
+    """The text of ``show stat`` over HAProxy's admin socket, unparsed; raises StatsSocketError (see
+    :func:`read_stats`)."""
     deadline = time.monotonic() + timeout
     chunks = []
     size = 0
@@ -246,19 +292,17 @@ def read_stats(
         raise StatsSocketError(f"stats socket {socket_path}: no complete answer within the deadline") from exc
     except OSError as exc:
         raise StatsSocketError(f"stats socket {socket_path}: {exc.strerror or type(exc).__name__}") from exc
-    return parse_show_stat(b"".join(chunks).decode(errors="replace"))
+    return b"".join(chunks).decode(errors="replace")
 
 
-_MAX_HEAD = 65536
-
-
+@functools.lru_cache(maxsize=8)
 def _page_request(page: StatsPage) -> bytes:
+    """The request bytes for a page: the same every check interval (pages come from the config: a few)."""
     host = f"[{page.host}]" if ":" in page.host else page.host
     lines = [
-        f"GET {page.csv_target} HTTP/1.0",
+        f"GET {page.csv_target} HTTP/1.1",
         f"Host: {host}:{page.port}",
         "Accept: text/csv",
-        "Connection: close",
         "User-Agent: haproxy-monitor",
     ]
     if page.user or page.password:
@@ -267,113 +311,53 @@ def _page_request(page: StatsPage) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def _split_answer(data: bytes, url: str) -> tuple[int, str, dict[str, str], bytes] | None:
-    """(status, reason, lower-cased headers, body so far) once the header block is complete, else None."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        return None
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise StatsPageError(f"stats page {url}: the answer is not HTTP: {lines[0][:60]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body
-
-
-def _dechunk(body: bytes, url: str) -> bytes:
-    out = bytearray()
-    rest = body
-    while True:
-        size_line, sep, rest = rest.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";", 1)[0], 16)
-        except ValueError:
-            raise StatsPageError(f"stats page {url}: broken chunked encoding") from None
-        if not sep or size == 0:
-            return bytes(out)
-        out += rest[:size]
-        rest = rest[size + 2 :]
-
-
 def read_stats_page(
     page: StatsPage, *, timeout: float = 2.0, max_bytes: int = MAX_STATS_BYTES
 ) -> list[ServerStat]:
     """GET the stats page's CSV (``URI;csv``, HTTP basic auth when the page has credentials) and parse it.
 
-    The whole exchange ends within ``timeout`` seconds (each wait is given only what is left of it); a body
-    over ``max_bytes`` is refused. Raises StatsPageError (one line naming the URL, never the password) or
-    StatsParseError. Plain HTTP/1.0 on one socket: it runs every check interval and on every scrape.
+    Raises StatsPageError (one line naming the URL, never the password) or StatsParseError.
     """
+    return parse_show_stat(fetch_stats_page(page, timeout=timeout, max_bytes=max_bytes))
 
-    def left() -> float:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        return remaining
 
-    deadline = time.monotonic() + timeout
-    too_big = f"stats page {page.url}: answer larger than {_mib(max_bytes)}; cut off"
-    data = bytearray()
-    answer = None
-    expected: int | None = None
-    body_start = 0
+def fetch_stats_page(page: StatsPage, *, timeout: float = 2.0, max_bytes: int = MAX_STATS_BYTES) -> str:
+    """The stats page's CSV text, unparsed (see :func:`read_stats_page`).
+
+    The whole exchange ends within ``timeout`` seconds (each wait is given only what is left of it); a body
+    over ``max_bytes`` is refused. Raises StatsPageError (one line naming the URL, never the password). It
+    runs every check interval and on every scrape: HTTP/1.1 on a kept connection (``localhttp``).
+    """
+    url = page.url
     try:
-        with connect(page.host, page.port, left()) as sock:
-            sock.settimeout(left())
-            sock.sendall(_page_request(page))
-            while True:
-                sock.settimeout(left())
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > max_bytes + _MAX_HEAD:
-                    raise StatsPageError(too_big)
-                if answer is None:
-                    answer = _split_answer(bytes(data), page.url)
-                    if answer is None:
-                        if len(data) > _MAX_HEAD:
-                            raise StatsPageError(
-                                f"stats page {page.url}: no end of the HTTP header in 64 KiB"
-                            )
-                        continue
-                    length = answer[2].get("content-length", "")
-                    expected = int(length) if length.isdigit() else None
-                    if expected is not None and expected > max_bytes:
-                        raise StatsPageError(too_big)
-                    body_start = len(data) - len(answer[3])
-                if expected is not None and len(data) - body_start >= expected:
-                    break  # complete, whether or not the server closes
-    except StatsPageError:
-        raise
+        answer = localhttp.get(
+            page.host,
+            page.port,
+            _page_request(page),
+            deadline=time.monotonic() + timeout,
+            body=True,
+            max_body=max_bytes,
+        )
     except TimeoutError as exc:
-        raise StatsPageError(f"stats page {page.url}: no complete answer within the deadline") from exc
+        raise StatsPageError(f"stats page {url}: no complete answer within the deadline") from exc
+    except localhttp.AnswerError as exc:
+        raise StatsPageError(f"stats page {url}: {exc}") from exc
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise StatsPageError(f"stats page {page.url}: {reason}") from exc
-    answer = _split_answer(bytes(data), page.url)
-    if answer is None:
-        raise StatsPageError(f"stats page {page.url}: the connection closed before a complete HTTP answer")
-    status, reason, headers, body = answer
+        raise StatsPageError(f"stats page {url}: {reason}") from exc
+    status, reason = answer.status, answer.reason
     if status == 401:
         who = f"user {page.user!r}" if page.user else "no credentials"
         raise StatsPageError(
-            f"stats page {page.url}: HTTP 401, {who} refused; check the 'stats auth' user and password",
+            f"stats page {url}: HTTP 401, {who} refused; check the 'stats auth' user and password",
             permanent=True,
         )
     if status != 200:
         raise StatsPageError(
-            f"stats page {page.url}: HTTP {status} {reason}; is {page.uri} the 'stats uri'?",
+            f"stats page {url}: HTTP {status} {reason}; is {page.uri} the 'stats uri'?",
             permanent=status in (403, 404),
         )
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _dechunk(body, page.url)
-    if len(body) > max_bytes:
-        raise StatsPageError(too_big)
-    return parse_show_stat(body.decode(errors="replace"))
+    return answer.body.decode(errors="replace")
 
 
 @dataclass(frozen=True)
@@ -382,7 +366,7 @@ class _Candidate:
 
     description: str  # never holds a password
     origin: str
-    read: Callable[[float, int], list[ServerStat]]
+    fetch: Callable[[float, int], str]  # (timeout, max bytes) -> the CSV text
 
 
 class StatsSource:
@@ -422,7 +406,7 @@ class StatsSource:
         return _Candidate(
             description=f"socket {path}",
             origin=origin,
-            read=lambda timeout, cap: read_stats(path, timeout=timeout, max_bytes=cap),
+            fetch=lambda timeout, cap: fetch_stats(path, timeout=timeout, max_bytes=cap),
         )
 
     @staticmethod
@@ -431,7 +415,7 @@ class StatsSource:
         return _Candidate(
             description=f"page {page.url}{user}",
             origin=origin,
-            read=lambda timeout, cap: read_stats_page(page, timeout=timeout, max_bytes=cap),
+            fetch=lambda timeout, cap: fetch_stats_page(page, timeout=timeout, max_bytes=cap),
         )
 
     def _candidates(self) -> list[_Candidate]:
@@ -474,6 +458,14 @@ class StatsSource:
 
     def read(self, *, timeout: float = SCRAPE_TIMEOUT) -> list[ServerStat]:
         """Rows from the first source that answers, all within ``timeout`` seconds; else StatsUnavailable."""
+        return self._read(parse_show_stat, timeout)
+
+    def server_states(self, *, timeout: float = SCRAPE_TIMEOUT) -> list[ServerState]:
+        """The servers' rows (no frontend/backend aggregates), as the loop and /metrics use them: as :meth:`read`,
+        parsed into only what a ServerState holds (this runs every check interval)."""
+        return self._read(parse_server_states, timeout)
+
+    def _read(self, parse: Callable[[str], list[_Row]], timeout: float) -> list[_Row]:
         deadline = time.monotonic() + timeout
         try:
             candidates = self._candidates()
@@ -488,7 +480,7 @@ class StatsSource:
                 failed.append(f"{candidate.description}: not tried, deadline passed")
                 continue
             try:
-                rows = candidate.read(left, self.max_bytes)
+                rows = parse(candidate.fetch(left, self.max_bytes))
             except (OSError, StatsParseError) as exc:
                 failed.append(str(exc))
                 permanent = permanent or getattr(exc, "permanent", False)
@@ -499,10 +491,6 @@ class StatsSource:
         reason = "; ".join(failed)
         self._report(None, reason, permanent=permanent)
         raise StatsUnavailable(reason)
-
-    def server_states(self, *, timeout: float = SCRAPE_TIMEOUT) -> list[ServerState]:
-        """The servers' rows of :meth:`read` (no frontend/backend aggregates), as the loop and /metrics use them."""
-        return [row.state() for row in self.read(timeout=timeout) if row.is_server]
 
     def _report(self, used: _Candidate | None, detail: str, *, permanent: bool = False) -> None:
         """Log the source in use, or why there is none, once per change (the password is never in it)."""
