@@ -19,20 +19,23 @@ What still wakes an idle monitor, by thread (the per-thread table shows them; ev
 a timeout: the file watcher in poll(), the status server in select(), the watcher's stop bridges on events):
 
 * poll thread, every check interval: GET /haproxy_monitor (the health hysteresis counts checks, as the
-  reference does) and one stats read (the "server state changed" log line); then both are posted at once.
-* loop thread: once per posted pair, and at its own check-interval timeout (settle and reload-retry
-  deadlines, and /healthz's loop-liveness stamp). Steering runs here on each health sample: a
-  non-blocking read of the kernel's nftables notifications, nft only when our tables changed.
+  reference does) and one stats read (the "server state changed" log line), each on a kept connection;
+  then both are posted in one call.
+* loop thread: once per posted pair (the wake-up, and the interpreter lock handed over). Its own timeout
+  is a guard of 2 check intervals that the posts pre-empt; settle, reload-retry and write-retry deadlines
+  shorten it only while one is pending. Steering runs here on each health sample: a non-blocking read of
+  the kernel's nftables notifications, nft only when our tables changed.
 * kube watcher: a watch bookmark about once a minute (API server), a new watch when one times out
   (5-10 min), a relist every 50 check intervals (the safety net behind the watch); on the fallback server,
   a probe of the primary every interval.
 
-The "floor" window measures, beside the running monitor, a bare interpreter that does only the two exchanges
-every cycle needs (the health GET and the stats page GET, fresh connections, no parsing, no threads): what
-any Python sidecar polling at this interval pays. The monitor's poll thread is compared with it.
+The "floor" windows measure, beside the running monitor, a bare interpreter that does only the two exchanges
+every cycle needs (the health GET and the stats page GET, no parsing, no threads): what any Python sidecar
+polling at this interval pays, on new connections ("floor") or on kept ones ("floor-kept", as the monitor
+does). The monitor's poll thread is compared with them.
 
 Run: .venv/bin/python bench/bench_idle.py [--seconds 60] [--layout pod|socket] [--neighbour-hz 20]
-     [--neighbour-mode inplace|rename] [--windows quiet,neighbour,floor]
+     [--neighbour-mode inplace|rename] [--windows quiet,neighbour,floor,floor-kept]
 """
 
 from __future__ import annotations
@@ -86,31 +89,51 @@ while True:
 """
 
 # The floor: a bare interpreter (stdlib sockets, no monitor code, no threads) that does only what every cycle
-# must do, the health GET and the stats page GET, each on a fresh connection, every check interval.
+# must do, the health GET and the stats page GET, every check interval: "fresh", each on a new connection
+# (Connection: close, read to the end); "kept", HTTP/1.1 on one connection per endpoint, as the monitor does
+# (each answer read to its end: the health page's Content-Length, the stats page's last chunk).
 FLOOR = r"""
 import socket, sys, time
-interval = float(sys.argv[1])
-exchanges = [(h, int(p), r.encode()) for h, p, r in zip(*[iter(sys.argv[2:])] * 3)]
+interval, kept = float(sys.argv[1]), sys.argv[2] == "kept"
+exchanges = [(h, int(p), r.encode()) for h, p, r in zip(*[iter(sys.argv[3:])] * 3)]
+conns = {}
 while True:
     for host, port, request in exchanges:
-        with socket.create_connection((host, port), timeout=2) as sock:
-            sock.sendall(request)
-            while sock.recv(65536):
-                pass
+        if not kept:
+            with socket.create_connection((host, port), timeout=2) as sock:
+                sock.sendall(request)
+                while sock.recv(65536):
+                    pass
+            continue
+        sock = conns.get(port) or conns.setdefault(port, socket.create_connection((host, port), timeout=2))
+        sock.sendall(request)
+        data = sock.recv(65536)
+        while not (data.endswith(b"\r\n0\r\n\r\n") or data.endswith(b"</html>\n")):
+            data += sock.recv(65536)
     time.sleep(interval)
 """
 
 
-def floor_process(host: MonitorHost, interval: float) -> subprocess.Popen[bytes]:
+def floor_process(host: MonitorHost, interval: float, mode: str) -> subprocess.Popen[bytes]:
     """The FLOOR script against the same HAProxy endpoints as the monitor (the stats page with its credentials)."""
     (page,) = stats_endpoints(host.lab.cfg_path.read_text()).pages
     token = base64.b64encode(f"{page.user}:{page.password}".encode()).decode()
-    health = "GET /haproxy_monitor HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    close = "Connection: close\r\n" if mode == "fresh" else ""
+    health = f"GET /haproxy_monitor HTTP/1.1\r\nHost: 127.0.0.1\r\n{close}\r\n"
     stats = (
-        f"GET {page.csv_target} HTTP/1.0\r\nHost: {page.host}\r\n"
-        f"Authorization: Basic {token}\r\nConnection: close\r\n\r\n"
+        f"GET {page.csv_target} HTTP/1.1\r\nHost: {page.host}\r\nAuthorization: Basic {token}\r\n{close}\r\n"
     )
-    argv = [sys.executable, "-I", "-c", FLOOR, str(interval), "127.0.0.1", str(host.lab.monitor_port), health]
+    argv = [
+        sys.executable,
+        "-I",
+        "-c",
+        FLOOR,
+        str(interval),
+        mode,
+        "127.0.0.1",
+        str(host.lab.monitor_port),
+        health,
+    ]
     return subprocess.Popen([*argv, page.host, str(page.port), stats])
 
 
@@ -146,8 +169,9 @@ def inner(args: argparse.Namespace) -> int:
         time.sleep(parse_duration(args.check_interval) + 2.0)
         results: dict[str, Any] = {}
         for window in [w for w in args.windows.split(",") if w]:
-            if window == "floor":
-                floor = floor_process(host, parse_duration(args.check_interval))
+            if window in ("floor", "floor-kept"):
+                mode = "kept" if window == "floor-kept" else "fresh"
+                floor = floor_process(host, parse_duration(args.check_interval), mode)
                 time.sleep(parse_duration(args.check_interval) + 1.0)  # its start-up is not idle time
                 try:
                     results[window] = measure(floor.pid, args.seconds)
@@ -171,7 +195,8 @@ def inner(args: argparse.Namespace) -> int:
         what = {
             "quiet": "idle, nothing else touching its directories",
             "neighbour": f"idle, neighbour {args.neighbour_mode} at {args.neighbour_hz:g} Hz",
-            "floor": "floor: bare python, only the health and stats GETs",
+            "floor": "floor: bare python, the two GETs, new connections",
+            "floor-kept": "floor: bare python, the two GETs, kept connections",
         }
         source = "stats page, admin socket hidden" if args.layout == "pod" else "admin socket"
         print(
@@ -213,7 +238,9 @@ def inner(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each idle window")
-    ap.add_argument("--windows", default="quiet,neighbour", help="in order: quiet, neighbour, floor")
+    ap.add_argument(
+        "--windows", default="quiet,neighbour", help="in order: quiet, neighbour, floor, floor-kept"
+    )
     ap.add_argument("--neighbour-hz", type=float, default=20.0)
     ap.add_argument("--neighbour-mode", choices=("inplace", "rename"), default="inplace")
     ap.add_argument("--check-interval", default="6s")
