@@ -6,8 +6,8 @@ They run for ever, so they are made cheap:
   costs the caller about four times the CPU of a request on a kept one (the handshake, conntrack and the
   NAT hooks steering installs, the close). HAProxy closes the idle connections of a worker that a reload
   retires (within 50 ms on 2.6), so a kept connection reaches the running configuration. One the server
-  has closed is noticed before use (a non-blocking peek) or by an answer that never starts, and the request
-  is then sent once more on a fresh connection: a GET may be repeated.
+  has closed is noticed before use (a non-blocking peek) or by an answer that does not start within half
+  the time left, and the request is then sent once more on a fresh connection: a GET may be repeated.
 * The address that answered last for a (host, port) is tried first: a name such as "localhost" needs no
   lookup each cycle, and when it resolves to ::1 first while HAProxy is bound to 127.0.0.1 only, the refused
   attempt is not paid every cycle either. A failure forgets the address and resolves the name again.
@@ -62,8 +62,13 @@ def get(host: str, port: int, request: bytes, *, deadline: float, body: bool, ma
         sock = _kept.pop(key, None)
     if sock is not None:
         if _idle_and_open(sock):
+            # Half of what is left: a server that holds connections open but answers only the first request
+            # on each (no HTTP/1.1 persistence, yet no "Connection: close") still leaves time for a new one.
+            now = time.monotonic()
             try:
-                return _exchange(key, sock, request, deadline, body=body, max_body=max_body, reused=True)
+                return _exchange(
+                    key, sock, request, now + (deadline - now) / 2, body=body, max_body=max_body, reused=True
+                )
             except _Stale:
                 pass
         else:
@@ -135,7 +140,9 @@ def _exchange(
                     reader.closed()
                     break
                 reader.feed(chunk)
-        except (ConnectionResetError, BrokenPipeError, _Stale):
+        except (ConnectionResetError, BrokenPipeError, TimeoutError, _Stale) as exc:
+            if isinstance(exc, TimeoutError) and (reader.started or not reused):
+                raise
             if reused and not reader.started:
                 raise _Stale from None
             if not reader.started:
