@@ -184,7 +184,9 @@ class World:
             ca = pki.make_ca(self.workdir / "ca", name="world-ca")
             for host in self.hosts:
                 self._start_host(host, ca)
-            self.wait(lambda: len(self.holders()) == 1, timeout=60, what="one host holding the VIP")
+            # Not just one holder: the steady state, h0 (the highest priority) alone. Whichever host's track
+            # script passes first takes the VIP, and h0 takes it back once its own passes.
+            self.wait(lambda: self.holders() == [0], timeout=60, what="h0 alone holding the VIP")
             self.wait(
                 lambda: all(self.steering(h) == 2 for h in self.hosts), timeout=60, what="every host steering"
             )
