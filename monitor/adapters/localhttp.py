@@ -45,7 +45,6 @@ class _Stale(Exception):
 class Answer:
     status: int
     reason: str
-    headers: dict[str, str]  # names in lower case
     body: bytes  # complete when read with ``body=True``; otherwise what arrived with the head
 
 
@@ -73,11 +72,11 @@ def get(host: str, port: int, request: bytes, *, deadline: float, body: bool, ma
                 pass
         else:
             sock.close()
-    sock = connect(host, port, _left(deadline))
+    sock = _connect(host, port, _left(deadline))
     return _exchange(key, sock, request, deadline, body=body, max_body=max_body, reused=False)
 
 
-def connect(host: str, port: int, timeout: float) -> socket.socket:
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
     """A connected TCP socket with ``timeout`` set; raises OSError (TimeoutError included) like create_connection."""
     key = (host, port)
     known = _answered.get(key)
@@ -141,13 +140,13 @@ def _exchange(
                     break
                 reader.feed(chunk)
         except (ConnectionResetError, BrokenPipeError, TimeoutError, _Stale) as exc:
-            if isinstance(exc, TimeoutError) and (reader.started or not reused):
+            if reader.started:
                 raise
-            if reused and not reader.started:
+            if reused:  # nothing came back on a kept connection: the caller tries a fresh one
                 raise _Stale from None
-            if not reader.started:
-                raise AnswerError("the connection closed before a complete HTTP answer") from None
-            raise
+            if isinstance(exc, TimeoutError):
+                raise
+            raise AnswerError("the connection closed before a complete HTTP answer") from None
         answer = reader.answer()
         keep = reader.reusable()
         return answer
@@ -176,8 +175,7 @@ class _Reader:
     def __init__(self, max_body: int, *, body: bool) -> None:
         self.max_body, self.body_needed = max_body, body
         self.data = bytearray()
-        self.started = False
-        self.version = b""
+        self.version = ""
         self.status = 0
         self.reason = ""
         self.headers: dict[str, str] | None = None
@@ -187,10 +185,13 @@ class _Reader:
         self.chunks = bytearray()  # the decoded body of a chunked answer
         self.chunk_at = 0  # where the next chunk-size line starts
         self.complete = False  # the whole body is in
-        self.eof = False
+
+    @property
+    def started(self) -> bool:
+        """Some of the answer has arrived."""
+        return bool(self.data)
 
     def feed(self, chunk: bytes) -> None:
-        self.started = True
         self.data += chunk
         if len(self.data) > self.max_body + MAX_HEAD:
             raise AnswerError(f"answer larger than {_mib(self.max_body)}; cut off")
@@ -200,7 +201,6 @@ class _Reader:
             self._body()
 
     def closed(self) -> None:
-        self.eof = True
         if not self.started:
             raise _Stale
         if self.headers is None:
@@ -223,11 +223,11 @@ class _Reader:
             payload = bytes(self.data[self.body_start : self.body_start + self.length])
         else:
             payload = bytes(self.data[self.body_start :])
-        return Answer(self.status, self.reason, self.headers, payload)
+        return Answer(self.status, self.reason, payload)
 
     def reusable(self) -> bool:
         """Complete, persistent by HTTP/1.1's rules, and nothing sent beyond the answer."""
-        if not self.complete or self.eof or self.headers is None or self.version != b"HTTP/1.1":
+        if not self.complete or self.headers is None or self.version != "HTTP/1.1":
             return False
         if "close" in self.headers.get("connection", "").lower():
             return False
@@ -253,7 +253,7 @@ class _Reader:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        self.version, self.status, self.reason = version.encode(), int(code), reason
+        self.version, self.status, self.reason = version, int(code), reason
         self.headers, self.body_start = headers, end + 4
         self.chunk_at = self.body_start
         if "chunked" in headers.get("transfer-encoding", "").lower():
